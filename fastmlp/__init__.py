@@ -1,0 +1,24 @@
+"""fastmlp: multi-layer perceptrons from first principles, fast on CPU and GPU.
+
+    import fastmlp as fm
+    model = fm.MLP([784, 128, 64, 10], activation="relu", device="auto", seed=0)
+    history = model.fit(x, y, epochs=10, batch_size=128, optimizer="adam", lr=1e-3)
+"""
+
+from fastmlp import optim
+from fastmlp.backend import get_backend
+from fastmlp.gradcheck import gradcheck
+from fastmlp.io import load
+from fastmlp.model import MLP
+from fastmlp.train import History
+
+__version__ = "0.1.0"
+__all__ = ["MLP", "History", "optim", "gradcheck", "load", "get_backend", "datasets"]
+
+
+def __getattr__(name):
+    # datasets pulls in urllib and friends: load it only when asked for.
+    if name == "datasets":
+        import importlib
+        return importlib.import_module("fastmlp.datasets")
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -1,0 +1,145 @@
+"""The one place that knows which device the arrays live on.
+
+``get_backend(device)`` resolves ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+``"auto"`` once and returns a :class:`Backend`: the array module ``xp``
+(NumPy or CuPy), the op table, transfers, synchronize and a seeded RNG. Model,
+loss and optimizer code only ever talk to a Backend, so they hold no
+NumPy-versus-CuPy branches. CuPy is imported here, lazily, and nowhere else.
+"""
+
+import contextlib
+import logging
+import re
+
+import numpy as np
+
+from fastmlp.kernels.reference import ReferenceOps
+
+log = logging.getLogger("fastmlp")
+
+_CUDA_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
+              '(or "fastmlp[cuda12]"), or pass device="cpu"')
+_backends = {}
+_auto_logged = False
+
+
+class Backend:
+    """Arrays, ops and transfers for one device.
+
+    Attributes: ``name`` ("cpu" or "cuda:N"), ``xp`` (numpy or cupy),
+    ``ops`` (the op table), ``is_cuda``.
+    """
+
+    def __init__(self, name, xp, ops, device_id=None):
+        self.name = name
+        self.xp = xp
+        self.ops = ops
+        self.device_id = device_id
+        self.is_cuda = device_id is not None
+
+    def __repr__(self):
+        return f"Backend({self.name!r}, ops={self.ops.name!r})"
+
+    def scope(self):
+        """A context in which new arrays land on this device."""
+        if self.is_cuda:
+            return self.xp.cuda.Device(self.device_id)
+        return contextlib.nullcontext()
+
+    def asarray(self, a, dtype=None):
+        """``a`` as an array of this device (no copy when it already is one).
+
+        Accepts NumPy and CuPy arrays and anything with ``__array__``,
+        ``__cuda_array_interface__`` or ``__dlpack__``.
+        """
+        xp = self.xp
+        if self.is_cuda:
+            with self.scope():
+                if not hasattr(a, "__cuda_array_interface__") and hasattr(a, "__dlpack__") \
+                        and not hasattr(a, "__array__"):
+                    a = xp.from_dlpack(a)
+                return xp.asarray(a, dtype=dtype)
+        try:
+            return np.asarray(a, dtype=dtype)
+        except TypeError:
+            if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
+                return np.asarray(a.get(), dtype=dtype)   # a CuPy array
+            if hasattr(a, "__dlpack__"):
+                return np.asarray(np.from_dlpack(a), dtype=dtype)
+            raise
+
+    def to_numpy(self, a):
+        """A NumPy copy (or view, on the CPU) of a device array."""
+        return a.get() if self.is_cuda else np.asarray(a)
+
+    def synchronize(self):
+        """Wait until the device has finished all queued work."""
+        if self.is_cuda:
+            self.xp.cuda.get_current_stream().synchronize()
+
+    def rng(self, seed=None):
+        """A random Generator on this device, seeded with ``seed``."""
+        with self.scope():
+            return self.xp.random.default_rng(seed)
+
+
+def cuda_status(device_id=0):
+    """``(usable, reason)``: whether CuPy is installed and GPU ``device_id`` usable."""
+    try:
+        import cupy
+    except ImportError as e:
+        return False, f"CuPy is not installed ({e})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:   # no driver, no device, broken toolkit
+        return False, f"CuPy found no usable CUDA device ({type(e).__name__}: {e})"
+    if device_id >= count:
+        return False, f"cuda:{device_id} asked for, but only {count} CUDA device(s) exist"
+    return True, f"{count} CUDA device(s)"
+
+
+def _parse(device):
+    if isinstance(device, Backend):
+        return device.name
+    if not isinstance(device, str):
+        raise TypeError(f'device must be a string such as "cpu", "cuda", "cuda:0" or "auto", '
+                        f"got {type(device).__name__}")
+    name = device.strip().lower()
+    if name == "cuda":
+        return "cuda:0"
+    if name in ("cpu", "auto") or re.fullmatch(r"cuda:\d+", name):
+        return name
+    raise ValueError(f'unknown device {device!r}: use "cpu", "cuda", "cuda:N" or "auto"')
+
+
+def get_backend(device="auto"):
+    """The Backend for ``device``: "cpu", "cuda", "cuda:N" or "auto".
+
+    "auto" picks cuda:0 when CuPy and a GPU are usable, else the CPU (and logs
+    why, once). "cuda" without them raises RuntimeError saying what to do.
+    """
+    global _auto_logged
+    name = _parse(device)
+    if name == "auto":
+        usable, reason = cuda_status(0)
+        if usable:
+            name = "cuda:0"
+        else:
+            if not _auto_logged:
+                log.info("device='auto': no GPU (%s); using the CPU", reason)
+                _auto_logged = True
+            name = "cpu"
+    if name not in _backends:
+        _backends[name] = _make(name)
+    return _backends[name]
+
+
+def _make(name):
+    if name == "cpu":
+        return Backend("cpu", np, ReferenceOps(np))
+    device_id = int(name.split(":")[1])
+    usable, reason = cuda_status(device_id)
+    if not usable:
+        raise RuntimeError(f"device={name!r} is not usable: {reason}. To fix: {_CUDA_HINT}.")
+    import cupy
+    return Backend(name, cupy, ReferenceOps(cupy), device_id)

@@ -1,0 +1,105 @@
+"""Command line: ``fastmlp train`` and ``fastmlp info``."""
+
+import argparse
+import logging
+import platform
+import sys
+import time
+from importlib import metadata
+
+
+def _sizes(text):
+    try:
+        sizes = [int(s) for s in text.replace("-", ",").split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must look like 784,128,64,10, got {text!r}")
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError("sizes needs at least an input and an output width")
+    return sizes
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="fastmlp", description="Train multi-layer perceptrons.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an MLP on MNIST and report test accuracy",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--sizes", type=_sizes, default=[784, 128, 64, 10],
+                   help="layer widths, e.g. 784,128,64,10")
+    t.add_argument("--activation", default="relu", help="sigmoid, relu, tanh or identity")
+    t.add_argument("--optimizer", default="adam", help="sgd, adagrad, rmsprop, adam or adamw")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--validation-split", type=float, default=1 / 12,
+                   help="fraction of the training set held out for validation")
+    t.add_argument("--device", default="auto", help='"cpu", "cuda", "cuda:N" or "auto"')
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data", default=None,
+                   help="directory holding the MNIST .gz files (default: $FASTMLP_DATA/mnist, "
+                        "then ~/.cache/fastmlp/mnist, else download)")
+    t.add_argument("--save", default=None, help="write the trained model to this .safetensors")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sub.add_parser("info", help="print versions and which devices are usable")
+    return p
+
+
+def train(args):
+    """Train on MNIST as ``args`` say; print per-epoch and final figures."""
+    import fastmlp as fm
+    from fastmlp.datasets import load_mnist
+
+    (x, y), (x_test, y_test) = load_mnist(args.data)
+    opt_kwargs = {"momentum": args.momentum} if args.optimizer.lower() == "sgd" else {}
+    model = fm.MLP(args.sizes, activation=args.activation, device=args.device, seed=args.seed)
+    optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
+    print(f"{model}, {model.n_params:,} parameters, {optimizer!r}", flush=True)
+    start = time.perf_counter()
+    hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
+                     validation_split=args.validation_split, progress=not args.no_progress)
+    train_s = time.perf_counter() - start
+    if args.no_progress:
+        for i, (acc, s) in enumerate(zip(hist.history.get("val_accuracy", []),
+                                         hist.history["seconds"]), 1):
+            print(f"epoch {i}/{args.epochs}: val_accuracy {acc:.4f}, {s:.2f} s")
+    test = model.evaluate(x_test, y_test)
+    print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); "
+          f"training took {train_s:.1f} s")
+    if args.save:
+        model.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def info(args=None):
+    """Print the versions of fastmlp and its dependencies, and usable devices."""
+    from fastmlp import __version__
+    from fastmlp.backend import cuda_status
+
+    print(f"fastmlp {__version__}, Python {platform.python_version()} on {platform.platform()}")
+    for dist in ("numpy", "numba", "safetensors", "tqdm", "cupy-cuda13x", "cupy-cuda12x",
+                 "numba-cuda"):
+        try:
+            print(f"  {dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            print(f"  {dist} not installed")
+    usable, reason = cuda_status()
+    print("devices: cpu" + (f", cuda ({reason})" if usable else f"; cuda unusable: {reason}"))
+    return 0
+
+
+def main(argv=None):
+    """Entry point of the ``fastmlp`` command."""
+    args = _parser().parse_args(argv)
+    log = logging.getLogger("fastmlp")
+    log.setLevel(logging.INFO)
+    log.addHandler(logging.StreamHandler())
+    try:
+        return {"train": train, "info": info}[args.command](args)
+    except (ValueError, TypeError, RuntimeError) as e:
+        print(f"fastmlp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

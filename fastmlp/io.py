@@ -1,0 +1,128 @@
+"""Checkpoints: safetensors tensors plus JSON metadata, written atomically.
+
+A file holds ``weights.<i>`` and ``biases.<i>`` per layer, optionally the
+optimizer's state as ``optimizer.<slot>``, and string metadata: ``format``
+("fastmlp"), ``format_version``, the model ``config`` and the ``optimizer``
+(name, hyperparameters, step count) as JSON. Nothing is ever unpickled.
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+FORMAT = "fastmlp"
+FORMAT_VERSION = 1
+
+
+def save(model, path, include_optimizer=True):
+    """Write ``model`` to ``path``: a temp file in the same directory, fsync, rename.
+
+    The optimizer's state is included when the model has one and
+    ``include_optimizer`` is true, so training can resume after :func:`load`.
+    """
+    from safetensors.numpy import save as st_save
+
+    be = model.backend
+    tensors = {}
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        tensors[f"weights.{i}"] = be.to_numpy(w)
+        if b is not None:
+            tensors[f"biases.{i}"] = be.to_numpy(b)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(model.config())}
+    opt = model.optimizer
+    if include_optimizer and opt is not None and opt.state is not None:
+        meta["optimizer"] = json.dumps({"name": opt.name, "config": opt.config(), "t": opt.t})
+        for key, a in opt.state_arrays().items():
+            tensors[f"optimizer.{key}"] = be.to_numpy(a)
+    _atomic_write(path, st_save(tensors, metadata=meta))
+
+
+def _atomic_write(path, data):
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastmlp-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if hasattr(os, "O_DIRECTORY"):        # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _read(path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:   # safetensors raises its own error types for bad headers
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                         f"{e}") from None
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is a safetensors file but not a fastmlp checkpoint "
+                         f"(its metadata has no format={FORMAT!r})")
+    try:
+        version = int(meta["format_version"])
+        config = json.loads(meta["config"])
+        opt_meta = json.loads(meta["optimizer"]) if "optimizer" in meta else None
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: damaged fastmlp metadata ({e!r})") from None
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer fastmlp (checkpoint format {version}); "
+                         f"this version reads format <= {FORMAT_VERSION}: upgrade fastmlp")
+    return tensors, config, opt_meta
+
+
+def load(path, device="auto"):
+    """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
+    (as ``model.optimizer``) when the file holds one.
+
+    Raises ValueError for a truncated, foreign or newer-format file.
+    """
+    from fastmlp import optim
+    from fastmlp.model import MLP
+
+    tensors, config, opt_meta = _read(path)
+    try:
+        model = MLP(**config, device=device)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the stored model config is invalid ({e})") from None
+    host = np.empty(model.n_params, dtype=model.dtype)
+    views = model._views(host)
+    for kind, arrays in zip(("weights", "biases"), views):
+        for i, view in enumerate(arrays):
+            if view is None:
+                continue
+            stored = tensors.get(f"{kind}.{i}")
+            if stored is None or stored.shape != view.shape:
+                found = "missing" if stored is None else f"shape {stored.shape}"
+                raise ValueError(f"{path}: {kind}.{i} should have shape {view.shape}, "
+                                 f"found {found}")
+            view[...] = stored
+    model._set_params(host)
+    if opt_meta is not None:
+        opt = optim.OPTIMIZERS[opt_meta["name"]](**opt_meta["config"])
+        be = model.backend
+        with be.scope():
+            state = {k[len("optimizer."):]: be.xp.array(be.asarray(v), dtype=model.dtype)
+                     for k, v in tensors.items() if k.startswith("optimizer.")}
+        opt.load_state(state, opt_meta["t"], be.ops)
+        model.optimizer = opt
+    return model

@@ -1,0 +1,81 @@
+"""Losses: names, the output activation each implies, reductions, and what
+"accuracy" and "predict" mean for each.
+
+Every loss op returns the sum of its per-element losses and writes
+``scale * dLoss/dZ`` over the logits; the fused softmax + cross-entropy
+gradient is ``(P - Y) / N``. The maths is in the op table
+(``fastmlp.kernels.reference.LOSSES`` and its fused twins).
+
+Reductions: ``"mean"`` averages over samples for ``cross_entropy`` (whose
+per-sample loss already sums over classes) and over every output element for
+``binary_cross_entropy``, ``mse`` and ``l1`` (as PyTorch does); ``"sum"`` sums.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss: ``output`` is the output activation it implies; ``classifier``
+    says accuracy and predict_proba apply; ``per_sample`` says "mean" divides
+    by N (True) or by N * K (False)."""
+
+    name: str
+    output: str
+    classifier: bool
+    per_sample: bool
+
+    def scale(self, reduction, n, k):
+        """The factor that turns a summed loss into the reduced one."""
+        if reduction == "sum":
+            return 1.0
+        return 1.0 / (n if self.per_sample else n * k)
+
+    def targets(self, y):
+        """What :meth:`hits` compares logits with, from dense targets (N, K)."""
+        if self.name == "cross_entropy":
+            return y.argmax(axis=1)
+        if self.name == "binary_cross_entropy":
+            return y > 0.5
+        return None
+
+    def hits(self, z, t):
+        """Number of correct predictions in logits ``z`` (0-d device array)."""
+        if self.name == "cross_entropy":
+            return (z.argmax(axis=1) == t).sum()
+        return ((z > 0) == t).sum()
+
+    def predict(self, z):
+        """Predictions from logits: class ids, 0/1 labels or values."""
+        if self.name == "cross_entropy":
+            return z.argmax(axis=1)
+        if self.name == "binary_cross_entropy":
+            return (z > 0).astype("int64")
+        return z
+
+    def summary(self, total, hits, reduction, n, k):
+        """``{"loss", "accuracy"}`` floats from a summed loss and a hit count."""
+        out = {"loss": float(total) * self.scale(reduction, n, k)}
+        if hits is not None:
+            out["accuracy"] = float(hits) / (n if self.per_sample else n * k)
+        return out
+
+
+LOSSES = {
+    "cross_entropy": Loss("cross_entropy", "softmax", True, True),
+    "binary_cross_entropy": Loss("binary_cross_entropy", "sigmoid", True, False),
+    "mse": Loss("mse", "identity", False, False),
+    "l1": Loss("l1", "identity", False, False),
+}
+REDUCTIONS = ("mean", "sum")
+
+
+def get(name, reduction="mean"):
+    """The Loss called ``name``; ValueError for an unknown name or reduction."""
+    if not isinstance(name, str):
+        raise TypeError(f"loss must be a string, got {type(name).__name__}")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}: choose one of {sorted(LOSSES)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}: choose one of {list(REDUCTIONS)}")
+    return LOSSES[name]

@@ -1,0 +1,191 @@
+"""Optimizers, in order of increasing complexity.
+
+An optimizer updates a flat list of parameter arrays in place from a
+matching list of gradients. Its state (velocities, moments) is created by
+``init`` on the parameters' device, through the backend's op table, and the
+update maths is the op table's (``ops.sgd``, ``ops.adam``, ...), so fused
+kernels replace it without touching this file.
+
+    opt = Adam(lr=1e-3)
+    opt.init(params, ops)
+    opt.step(params, grads)
+
+``get("adam", lr=1e-3)`` builds one from its name.
+"""
+
+
+def _check_range(name, value, lo, hi=None, lo_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if value != value or (value <= lo if lo_open else value < lo) or (hi is not None and value >= hi):
+        bound = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: hyperparameters, per-parameter state slots and the step count."""
+
+    name = None
+    slots = ()
+
+    def __init__(self, lr, weight_decay=0.0):
+        self.lr = _check_range("lr", lr, 0.0, lo_open=True)
+        self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        self.state = None
+        self.ops = None
+        self.t = 0
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    def config(self):
+        """Hyperparameters as a dict: ``type(self)(**config())`` rebuilds it."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def init(self, params, ops):
+        """Create zeroed state for ``params`` with the op table ``ops``."""
+        self.ops = ops
+        self.state = [{s: ops.xp.zeros_like(p) for s in self._active_slots()} for p in params]
+        self.t = 0
+
+    def _active_slots(self):
+        return self.slots
+
+    def step(self, params, grads):
+        """Update each array of ``params`` in place from ``grads``."""
+        if self.state is None:
+            raise RuntimeError(f"{self!r}.init(params, ops) must be called before step()")
+        self.t += 1
+        for p, g, st in zip(params, grads, self.state):
+            self._update(p, g, st)
+
+    def state_arrays(self):
+        """The state as a flat dict ``{"<i>.<slot>": array}``."""
+        return {f"{i}.{k}": a for i, st in enumerate(self.state or []) for k, a in st.items()}
+
+    def load_state(self, arrays, t, ops):
+        """Restore state saved by :meth:`state_arrays` (arrays already on the device)."""
+        self.ops = ops
+        n = 1 + max((int(k.split(".")[0]) for k in arrays), default=-1)
+        self.state = [{} for _ in range(n)]
+        for key, a in arrays.items():
+            i, slot = key.split(".")
+            self.state[int(i)][slot] = a
+        self.t = int(t)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 decay."""
+
+    name = "sgd"
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
+        if nesterov and not self.momentum:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def config(self):
+        return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _active_slots(self):
+        return ("velocity",) if self.momentum else ()
+
+    def _update(self, p, g, st):
+        self.ops.sgd(p, g, st.get("velocity"), self.lr, self.momentum, self.nesterov,
+                     self.weight_decay)
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: per-coordinate steps shrink with the sum of squared gradients."""
+
+    name = "adagrad"
+    slots = ("sum_sq",)
+
+    def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+
+    def config(self):
+        return {**super().config(), "eps": self.eps}
+
+    def _update(self, p, g, st):
+        self.ops.adagrad(p, g, st["sum_sq"], self.lr, self.eps, self.weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop: steps scaled by a running mean of squared gradients."""
+
+    name = "rmsprop"
+    slots = ("mean_sq",)
+
+    def __init__(self, lr=0.001, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.alpha = _check_range("alpha", alpha, 0.0, 1.0)
+        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+
+    def config(self):
+        return {**super().config(), "alpha": self.alpha, "eps": self.eps}
+
+    def _update(self, p, g, st):
+        self.ops.rmsprop(p, g, st["mean_sq"], self.lr, self.alpha, self.eps, self.weight_decay)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient."""
+
+    name = "adam"
+    slots = ("m", "v")
+    decoupled = False
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = tuple(_check_range(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
+        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+
+    def config(self):
+        return {**super().config(), "betas": list(self.betas), "eps": self.eps}
+
+    def _update(self, p, g, st):
+        self.ops.adam(p, g, st["m"], st["v"], self.lr, *self.betas, self.eps,
+                      self.weight_decay, self.decoupled, self.t)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay`` each step."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, AdaGrad, RMSprop, Adam, AdamW)}
+
+
+def get(optimizer, lr=None, **kwargs):
+    """An Optimizer from a name ("sgd", "adam", ...) or an instance.
+
+    ``lr`` and ``kwargs`` go to the constructor when a name is given; with an
+    instance, set them on its constructor instead.
+    """
+    if isinstance(optimizer, Optimizer):
+        if lr is not None or kwargs:
+            raise ValueError("lr and optimizer options go to the optimizer's constructor "
+                             f"when an instance is passed, e.g. Adam(lr=...); got {optimizer!r}")
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name such as 'adam' or an Optimizer, "
+                        f"got {type(optimizer).__name__}")
+    key = optimizer.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}: choose one of {sorted(OPTIMIZERS)}")
+    if lr is not None:
+        kwargs["lr"] = lr
+    return OPTIMIZERS[key](**kwargs)

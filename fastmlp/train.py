@@ -1,0 +1,180 @@
+"""The fit loop: batching, shuffling, validation, early stopping, history.
+
+The data moves to the model's device once per ``fit``; each epoch shuffles it
+there once and walks it in contiguous slices. Losses and hit counts stay on
+the device as 0-d arrays and are read back once per epoch, so a GPU is never
+made to wait per step.
+"""
+
+import math
+import time
+
+from fastmlp import optim
+
+
+class History:
+    """Per-epoch records of one ``fit``.
+
+    ``history`` maps ``train_loss``, ``train_accuracy`` (classifiers),
+    ``val_loss``, ``val_accuracy`` (with validation data) and ``seconds`` to
+    one value per epoch run. ``best_epoch`` is set when early stopping ran.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.best_epoch = None
+
+    def append(self, logs):
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    @property
+    def epochs(self):
+        """Number of epochs recorded."""
+        return len(self.history.get("seconds", []))
+
+    def __repr__(self):
+        last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
+        return f"History(epochs={self.epochs}, last={last})"
+
+
+def _check_int(name, value, lo):
+    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {value}")
+    return value
+
+
+def _split(model, x, y, validation_data, validation_split):
+    """Device arrays (x, Y, t) for training and for validation (or None)."""
+    if validation_data is not None and validation_split:
+        raise ValueError("pass validation_data or validation_split, not both")
+    x = model._as_x(x)
+    y, t = model._as_y(y, x.shape[0])
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        xv = model._as_x(validation_data[0])
+        return (x, y, t), (xv, *model._as_y(validation_data[1], xv.shape[0]))
+    if not validation_split:
+        return (x, y, t), None
+    if isinstance(validation_split, bool) or not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be a fraction in (0, 1), got {validation_split}")
+    n_val = int(round(x.shape[0] * validation_split))
+    if not 0 < n_val < x.shape[0]:
+        raise ValueError(f"validation_split={validation_split} leaves no samples on one side "
+                         f"of {x.shape[0]}")
+    cut = x.shape[0] - n_val      # the last fraction, before shuffling, as Keras does
+    part = lambda a, s: None if a is None else a[s]
+    return ((x[:cut], y[:cut], part(t, slice(None, cut))),
+            (x[cut:], y[cut:], part(t, slice(cut, None))))
+
+
+def _optimizer(model, optimizer, lr):
+    if optimizer is None and model.optimizer is not None:
+        opt = model.optimizer
+        if lr is not None:
+            opt.lr = optim._check_range("lr", lr, 0.0, lo_open=True)
+        return opt
+    return optim.get("adam" if optimizer is None else optimizer, lr=lr)
+
+
+def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
+        validation_data=None, validation_split=0.0, progress=False, early_stopping=None):
+    """Train ``model`` in place and return a :class:`History`.
+
+    Args:
+        x: inputs (N, n_in); y: class ids (N,) or one-hot / targets (N, K).
+        epochs: passes over the data.
+        batch_size: samples per step; 1 is per-sample SGD, None the full batch.
+        optimizer: an :mod:`fastmlp.optim` instance or a name ("sgd", "adam",
+            ...); None resumes ``model.optimizer``, or starts Adam.
+        lr: learning rate for an optimizer given by name (or resumed).
+        shuffle: reshuffle the training data every epoch.
+        validation_data: ``(x_val, y_val)`` scored after each epoch; or
+        validation_split: the last fraction of (x, y) held out for that.
+        progress: show a tqdm bar and one summary line per epoch.
+        early_stopping: patience in epochs without improvement of the
+            validation loss (the training loss without validation); the best
+            weights are restored at the end.
+
+    Every argument is checked before the model changes: a bad one raises
+    ValueError or TypeError and leaves the model as it was.
+    """
+    epochs = _check_int("epochs", epochs, 1)
+    if batch_size is not None:
+        batch_size = _check_int("batch_size", batch_size, 1)
+    if early_stopping is not None:
+        early_stopping = _check_int("early_stopping", early_stopping, 1)
+    be = model.backend
+    with be.scope():
+        (x, y, t), val = _split(model, x, y, validation_data, validation_split)
+        opt = _optimizer(model, optimizer, lr)
+        if opt is not model.optimizer or opt.state is None:
+            opt.init([model._params], be.ops)
+        model.optimizer = opt
+        return _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress,
+                    early_stopping)
+
+
+def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patience):
+    be, n = model.backend, x.shape[0]
+    bs = n if batch_size is None else min(batch_size, n)
+    params, grads = [model._params], [model._grads]
+    history, best, best_params, waited = History(), math.inf, None, 0
+    bar = _bar(progress, math.ceil(n / bs))
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        xs, ys, ts = x, y, t
+        if shuffle:
+            perm = be.asarray(model._host_rng.permutation(n))
+            xs, ys, ts = x[perm], y[perm], None if t is None else t[perm]
+        if bar is not None:
+            bar.reset()
+            bar.set_description(f"epoch {epoch}/{epochs}")
+        total, hits = 0, 0
+        for s in range(0, n, bs):
+            loss, h = model._step_grad(xs[s:s + bs], ys[s:s + bs],
+                                       None if ts is None else ts[s:s + bs])
+            opt.step(params, grads)
+            total = total + loss
+            if h is not None:
+                hits = hits + h
+            if bar is not None:
+                bar.update()
+        logs = _prefixed("train_", model._loss.summary(total, None if t is None else hits,
+                                                       model.reduction, n, y.shape[1]))
+        if val is not None:
+            logs.update(_prefixed("val_", model._evaluate(*val)))
+        logs["seconds"] = time.perf_counter() - start
+        history.append(logs)
+        if bar is not None:
+            bar.write(f"epoch {epoch}/{epochs}: " + ", ".join(
+                f"{k} {v:.4f}" if k != "seconds" else f"{v:.2f} s" for k, v in logs.items()))
+        if patience is not None:
+            score = logs["val_loss" if val is not None else "train_loss"]
+            if score < best:
+                best, best_params, waited = score, model._params.copy(), 0
+                history.best_epoch = epoch
+            else:
+                waited += 1
+                if waited >= patience:
+                    break
+    if bar is not None:
+        bar.close()
+    if best_params is not None:
+        model._params[...] = best_params
+    return history
+
+
+def _prefixed(prefix, logs):
+    return {prefix + k: v for k, v in logs.items()}
+
+
+def _bar(progress, total):
+    if not progress:
+        return None
+    from tqdm import tqdm    # imported here so `import fastmlp` stays light
+    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)

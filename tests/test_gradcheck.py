@@ -1,0 +1,57 @@
+"""Backprop equals central finite differences for every activation x loss pair."""
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+ACTIVATIONS = ["sigmoid", "relu", "tanh", "identity"]
+LOSSES = ["cross_entropy", "binary_cross_entropy", "mse", "l1"]
+
+
+def _targets(loss, rng, n, k):
+    if loss == "cross_entropy":
+        return rng.integers(0, k, n)
+    if loss == "binary_cross_entropy":
+        return (rng.random((n, k)) > 0.5).astype(float)
+    return rng.normal(size=(n, k))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck_every_activation_and_loss(device, activation, loss, reduction):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 4))
+    y = _targets(loss, rng, 7, 3)
+    model = fm.MLP([4, 6, 5, 3], activation=activation, loss=loss, reduction=reduction,
+                   init=0.5, seed=1, device=device)
+    result = fm.gradcheck(model, x, y)
+    assert result.n_checked == model.n_params
+    assert result.max_rel_error <= 1e-6, result
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
+    """The check can fail: a derivative off by a factor is caught."""
+    from fastmlp.kernels import reference
+    fwd, grad = reference.ACTIVATIONS["tanh"]
+
+    def wrong_grad(xp, da, a):
+        grad(xp, da, a)
+        da *= 1.01
+
+    monkeypatch.setitem(reference.ACTIVATIONS, "tanh", (fwd, wrong_grad))
+    rng = np.random.default_rng(0)
+    model = fm.MLP([4, 6, 3], activation="tanh", seed=0, device="cpu")
+    result = fm.gradcheck(model, rng.normal(size=(5, 4)), rng.integers(0, 3, 5))
+    assert not result.ok and result.max_rel_error > 1e-3
+
+
+def test_gradcheck_leaves_model_unchanged_and_samples(device):
+    rng = np.random.default_rng(0)
+    model = fm.MLP([4, 5, 3], activation="sigmoid", dropout=0.5, seed=0, device=device)
+    before = model.backend.to_numpy(model._params).copy()
+    result = fm.gradcheck(model, rng.normal(size=(5, 4)), rng.integers(0, 3, 5), max_checks=10)
+    assert result.n_checked == 10 and result.ok
+    np.testing.assert_array_equal(model.backend.to_numpy(model._params), before)
+    assert model.dtype == np.float32
