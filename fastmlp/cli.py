@@ -49,10 +49,10 @@ def train(args):
     import fastmlp as fm
     from fastmlp.datasets import load_mnist
 
-    (x, y), (x_test, y_test) = load_mnist(args.data)
     opt_kwargs = {"momentum": args.momentum} if args.optimizer.lower() == "sgd" else {}
     model = fm.MLP(args.sizes, activation=args.activation, device=args.device, seed=args.seed)
     optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
+    (x, y), (x_test, y_test) = load_mnist(args.data)
     print(f"{model}, {model.n_params:,} parameters, {optimizer!r}", flush=True)
     start = time.perf_counter()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,

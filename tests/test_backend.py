@@ -1,0 +1,92 @@
+"""Device resolution, transfers, and a light, CuPy-free import."""
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import backend
+from fastmlp.backend import cuda_status, get_backend
+
+
+def test_cpu_backend_is_numpy_and_cached():
+    be = get_backend("cpu")
+    assert be.xp is np and be.name == "cpu" and not be.is_cuda
+    assert get_backend("CPU") is be
+    assert be.ops.xp is np
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:", ""])
+def test_unknown_device_names_fail_with_choices(bad):
+    with pytest.raises(ValueError, match='"cpu", "cuda", "cuda:N" or "auto"'):
+        get_backend(bad)
+
+
+def test_device_must_be_a_string():
+    with pytest.raises(TypeError, match="device must be a string"):
+        get_backend(0)
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
+def test_cuda_without_gpu_says_what_to_do():
+    with pytest.raises(RuntimeError) as info:
+        get_backend("cuda")
+    message = str(info.value)
+    assert 'pip install "fastmlp[cuda13]"' in message and 'device="cpu"' in message
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
+def test_auto_falls_back_to_cpu_and_logs_once(monkeypatch, caplog):
+    monkeypatch.setattr(backend, "_auto_logged", False)
+    with caplog.at_level(logging.INFO, logger="fastmlp"):
+        assert get_backend("auto").name == "cpu"
+        assert get_backend("auto").name == "cpu"
+    fallbacks = [r for r in caplog.records if "using the CPU" in r.getMessage()]
+    assert len(fallbacks) == 1
+
+
+@pytest.mark.cuda
+def test_auto_prefers_the_gpu():
+    assert get_backend("auto").name == "cuda:0"
+
+
+def test_transfers_round_trip(device):
+    be = get_backend(device)
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    dev = be.asarray(host)
+    back = be.to_numpy(dev)
+    assert isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, host)
+    be.synchronize()
+    assert be.asarray(dev) is dev or be.is_cuda  # no copy for an array already there
+
+
+def test_rng_is_seeded(device):
+    be = get_backend(device)
+    a = be.to_numpy(be.rng(3).random(5))
+    b = be.to_numpy(be.rng(3).random(5))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_import_is_light_and_needs_no_cupy_or_numba():
+    code = ("import sys, time; t = time.perf_counter(); import fastmlp; "
+            "dt = time.perf_counter() - t; "
+            "print(dt, 'cupy' in sys.modules, 'numba' in sys.modules, 'tqdm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1:] == ["False", "False", "False"], out
+
+
+def test_model_code_has_no_device_branches():
+    """Only backend.py (and kernels/cuda.py) may know about CuPy."""
+    import pathlib
+    import re
+    device_code = re.compile(r"^\s*(import cupy|from cupy|import numba\.cuda|from numba import cuda)"
+                             r"|\bxp\.cuda\b|\bis_cuda\b", re.M)
+    root = pathlib.Path(fm.__file__).parent
+    for path in root.glob("*.py"):
+        if path.name != "backend.py":
+            assert not device_code.search(path.read_text()), path.name
