@@ -66,6 +66,8 @@ def _atomic_write(path, data):
 def _read(path):
     from safetensors import safe_open
 
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a directory, not a checkpoint file")
     try:
         with safe_open(os.fspath(path), framework="numpy") as f:
             meta = f.metadata() or {}
@@ -118,11 +120,14 @@ def load(path, device="auto"):
             view[...] = stored
     model._set_params(host)
     if opt_meta is not None:
-        opt = optim.OPTIMIZERS[opt_meta["name"]](**opt_meta["config"])
         be = model.backend
         with be.scope():
-            state = {k[len("optimizer."):]: be.xp.array(be.asarray(v), dtype=model.dtype)
+            state = {k[len("optimizer."):]: be.asarray(v, dtype=model.dtype)
                      for k, v in tensors.items() if k.startswith("optimizer.")}
-        opt.load_state(state, opt_meta["t"], be.ops)
+        try:
+            opt = optim.get(opt_meta["name"], **opt_meta["config"])
+            opt.load_state([model._params], state, opt_meta["t"], be.ops)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
         model.optimizer = opt
     return model

@@ -165,7 +165,7 @@ class MLP:
         if opt is not None and opt.state is not None:
             with new.scope():
                 moved = {k: new.asarray(old.to_numpy(a)) for k, a in opt.state_arrays().items()}
-            opt.load_state(moved, opt.t, new.ops)
+            opt.load_state([self._params], moved, opt.t, new.ops)
         return self
 
     # --- input checks (before anything changes) ---------------------------

@@ -14,10 +14,15 @@ kernels replace it without touching this file.
 """
 
 
+import math
+from numbers import Real
+
+
 def _check_range(name, value, lo, hi=None, lo_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if value != value or (value <= lo if lo_open else value < lo) or (hi is not None and value >= hi):
+    if not math.isfinite(value) or (value <= lo if lo_open else value < lo) \
+            or (hi is not None and value >= hi):
         bound = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
         raise ValueError(f"{name} must be {bound}, got {value}")
     return float(value)
@@ -65,14 +70,22 @@ class Optimizer:
         """The state as a flat dict ``{"<i>.<slot>": array}``."""
         return {f"{i}.{k}": a for i, st in enumerate(self.state or []) for k, a in st.items()}
 
-    def load_state(self, arrays, t, ops):
-        """Restore state saved by :meth:`state_arrays` (arrays already on the device)."""
-        self.ops = ops
-        n = 1 + max((int(k.split(".")[0]) for k in arrays), default=-1)
-        self.state = [{} for _ in range(n)]
+    def load_state(self, params, arrays, t, ops):
+        """Resume from :meth:`state_arrays` output (arrays on ``params``' device).
+
+        Raises ValueError when ``arrays`` does not match ``params`` and this
+        optimizer's slots.
+        """
+        self.init(params, ops)
+        expected = self.state_arrays()
+        if set(arrays) != set(expected):
+            raise ValueError(f"{self.name} state should hold {sorted(expected)}, "
+                             f"got {sorted(arrays)}")
         for key, a in arrays.items():
-            i, slot = key.split(".")
-            self.state[int(i)][slot] = a
+            if a.shape != expected[key].shape:
+                raise ValueError(f"{self.name} state {key} should have shape "
+                                 f"{expected[key].shape}, got {a.shape}")
+            expected[key][...] = a
         self.t = int(t)
 
 
