@@ -27,7 +27,8 @@ class Backend:
     """Arrays, ops and transfers for one device.
 
     Attributes: ``name`` ("cpu" or "cuda:N"), ``xp`` (numpy or cupy),
-    ``ops`` (the op table), ``is_cuda``.
+    ``ops`` (the op table), ``device_id`` (the GPU's index, None on the CPU)
+    and ``is_cuda``.
     """
 
     def __init__(self, name, xp, ops, device_id=None):
@@ -47,26 +48,33 @@ class Backend:
         return contextlib.nullcontext()
 
     def asarray(self, a, dtype=None):
-        """``a`` as an array of this device (no copy when it already is one).
+        """``a`` as an array of numbers on this device, cast to ``dtype`` if given.
 
-        Accepts NumPy and CuPy arrays and anything with ``__array__``,
-        ``__cuda_array_interface__`` or ``__dlpack__``.
+        Accepts NumPy and CuPy arrays, nested sequences and anything with
+        ``__array__``, ``__cuda_array_interface__`` or ``__dlpack__``. Host data
+        is cast before it is copied over, and an array already here is not
+        copied; TypeError when ``a`` does not hold numbers.
         """
         xp = self.xp
-        if self.is_cuda:
+        on_gpu = hasattr(a, "__cuda_array_interface__")
+        if self.is_cuda and on_gpu:
             with self.scope():
-                if not hasattr(a, "__cuda_array_interface__") and hasattr(a, "__dlpack__") \
-                        and not hasattr(a, "__array__"):
-                    a = xp.from_dlpack(a)
-                return xp.asarray(a, dtype=dtype)
-        try:
-            return np.asarray(a, dtype=dtype)
-        except TypeError:
-            if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-                return np.asarray(a.get(), dtype=dtype)   # a CuPy array
-            if hasattr(a, "__dlpack__"):
-                return np.asarray(np.from_dlpack(a), dtype=dtype)
-            raise
+                if getattr(getattr(a, "device", None), "id", self.device_id) != self.device_id:
+                    a = xp.array(a, copy=True)                  # from another GPU
+                return _numeric(xp.asarray(a, dtype=dtype))
+        if on_gpu and hasattr(a, "get"):
+            host = a.get()                                      # a CuPy array, to the CPU
+        elif hasattr(a, "__dlpack__") and not hasattr(a, "__array__"):
+            host = np.from_dlpack(a)
+        else:
+            host = np.asarray(a)
+        host = _numeric(host)
+        if dtype is not None:
+            host = host.astype(dtype, copy=False)
+        if not self.is_cuda:
+            return host
+        with self.scope():
+            return xp.asarray(host)
 
     def to_numpy(self, a):
         """A NumPy copy (or view, on the CPU) of a device array."""
@@ -81,6 +89,12 @@ class Backend:
         """A random Generator on this device, seeded with ``seed``."""
         with self.scope():
             return self.xp.random.default_rng(seed)
+
+
+def _numeric(a):
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"expected an array of numbers, got one of dtype {a.dtype}")
+    return a
 
 
 def cuda_status(device_id=0):

@@ -18,6 +18,16 @@ def _sizes(text):
     return sizes
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="fastmlp", description="Train multi-layer perceptrons.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -28,9 +38,9 @@ def _parser():
     t.add_argument("--activation", default="relu", help="sigmoid, relu, tanh or identity")
     t.add_argument("--optimizer", default="adam", help="sgd, adagrad, rmsprop, adam or adamw")
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0)")
+    t.add_argument("--epochs", type=_positive_int, default=10)
+    t.add_argument("--batch-size", type=_positive_int, default=128)
     t.add_argument("--validation-split", type=float, default=1 / 12,
                    help="fraction of the training set held out for validation")
     t.add_argument("--device", default="auto", help='"cpu", "cuda", "cuda:N" or "auto"')
@@ -49,7 +59,9 @@ def train(args):
     import fastmlp as fm
     from fastmlp.datasets import load_mnist
 
-    opt_kwargs = {"momentum": args.momentum} if args.optimizer.lower() == "sgd" else {}
+    opt_kwargs = {} if args.momentum is None else {"momentum": args.momentum}
+    if opt_kwargs and args.optimizer.lower() != "sgd":
+        raise ValueError("--momentum applies to --optimizer sgd only")
     model = fm.MLP(args.sizes, activation=args.activation, device=args.device, seed=args.seed)
     optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
     (x, y), (x_test, y_test) = load_mnist(args.data)
@@ -58,10 +70,12 @@ def train(args):
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
                      validation_split=args.validation_split, progress=not args.no_progress)
     train_s = time.perf_counter() - start
-    if args.no_progress:
-        for i, (acc, s) in enumerate(zip(hist.history.get("val_accuracy", []),
-                                         hist.history["seconds"]), 1):
-            print(f"epoch {i}/{args.epochs}: val_accuracy {acc:.4f}, {s:.2f} s")
+    if args.no_progress:      # with the bar, fit printed these lines as it went
+        h = hist.history
+        for i in range(hist.epochs):
+            shown = [k for k in ("train_loss", "val_accuracy") if k in h]
+            print(f"epoch {i + 1}/{args.epochs}: " +
+                  ", ".join(f"{k} {h[k][i]:.4f}" for k in shown) + f", {h['seconds'][i]:.2f} s")
     test = model.evaluate(x_test, y_test)
     print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); "
           f"training took {train_s:.1f} s")
@@ -93,7 +107,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     log = logging.getLogger("fastmlp")
     log.setLevel(logging.INFO)
-    log.addHandler(logging.StreamHandler())
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
     try:
         return {"train": train, "info": info}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as e:

@@ -20,6 +20,7 @@ class GradCheck:
 
     @property
     def ok(self):
+        """Whether ``max_rel_error <= tol``."""
         return self.max_rel_error <= self.tol
 
     def __bool__(self):
@@ -35,6 +36,9 @@ def gradcheck(model, x, y, eps=1e-5, tol=1e-6, floor=1e-8, max_checks=None, seed
     """
     from fastmlp.model import MLP
 
+    if max_checks is not None and (isinstance(max_checks, bool) or not isinstance(max_checks, int)
+                                   or max_checks < 1):
+        raise ValueError(f"max_checks must be None or a positive integer, got {max_checks!r}")
     m = MLP(**{**model.config(), "dtype": "float64", "dropout": 0.0}, device=model.backend)
     be = m.backend
     with be.scope():

@@ -1,9 +1,10 @@
 """Checkpoints: safetensors tensors plus JSON metadata, written atomically.
 
 A file holds ``weights.<i>`` and ``biases.<i>`` per layer, optionally the
-optimizer's state as ``optimizer.<slot>``, and string metadata: ``format``
-("fastmlp"), ``format_version``, the model ``config`` and the ``optimizer``
-(name, hyperparameters, step count) as JSON. Nothing is ever unpickled.
+optimizer's state as ``optimizer.<i>.<slot>``, and string metadata:
+``format`` ("fastmlp"), ``format_version``, and as JSON the model ``config``,
+the shuffling ``rng`` state and the ``optimizer`` (name, hyperparameters, step
+count). Nothing is ever unpickled.
 """
 
 import json
@@ -31,7 +32,8 @@ def save(model, path, include_optimizer=True):
         if b is not None:
             tensors[f"biases.{i}"] = be.to_numpy(b)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(model.config())}
+            "config": json.dumps(model.config()),
+            "rng": json.dumps(model._host_rng.bit_generator.state)}
     opt = model.optimizer
     if include_optimizer and opt is not None and opt.state is not None:
         meta["optimizer"] = json.dumps({"name": opt.name, "config": opt.config(), "t": opt.t})
@@ -84,12 +86,13 @@ def _read(path):
         version = int(meta["format_version"])
         config = json.loads(meta["config"])
         opt_meta = json.loads(meta["optimizer"]) if "optimizer" in meta else None
+        rng = json.loads(meta["rng"]) if "rng" in meta else None
     except (KeyError, ValueError) as e:
         raise ValueError(f"{path}: damaged fastmlp metadata ({e!r})") from None
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastmlp (checkpoint format {version}); "
                          f"this version reads format <= {FORMAT_VERSION}: upgrade fastmlp")
-    return tensors, config, opt_meta
+    return tensors, config, opt_meta, rng
 
 
 def load(path, device="auto"):
@@ -101,7 +104,7 @@ def load(path, device="auto"):
     from fastmlp import optim
     from fastmlp.model import MLP
 
-    tensors, config, opt_meta = _read(path)
+    tensors, config, opt_meta, rng = _read(path)
     try:
         model = MLP(**config, device=device)
     except (TypeError, ValueError) as e:
@@ -118,7 +121,12 @@ def load(path, device="auto"):
                 raise ValueError(f"{path}: {kind}.{i} should have shape {view.shape}, "
                                  f"found {found}")
             view[...] = stored
-    model._set_params(host)
+    model._adopt(model._place(model.backend, host))
+    if rng is not None:       # so that resumed shuffling continues where it stopped
+        try:
+            model._host_rng.bit_generator.state = rng
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: the stored RNG state is invalid ({e})") from None
     if opt_meta is not None:
         be = model.backend
         with be.scope():

@@ -18,7 +18,9 @@ import math
 from numbers import Real
 
 
-def _check_range(name, value, lo, hi=None, lo_open=False):
+def check_number(name, value, lo, hi=None, lo_open=False):
+    """``value`` as a float if it is a finite real in [lo, hi) (or (lo, hi)),
+    else TypeError / ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or (value <= lo if lo_open else value < lo) \
@@ -35,11 +37,12 @@ class Optimizer:
     slots = ()
 
     def __init__(self, lr, weight_decay=0.0):
-        self.lr = _check_range("lr", lr, 0.0, lo_open=True)
-        self.weight_decay = _check_range("weight_decay", weight_decay, 0.0)
+        self.lr = check_number("lr", lr, 0.0, lo_open=True)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
         self.state = None
         self.ops = None
         self.t = 0
+        self._params = None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -54,6 +57,12 @@ class Optimizer:
         self.ops = ops
         self.state = [{s: ops.xp.zeros_like(p) for s in self._active_slots()} for p in params]
         self.t = 0
+        self._params = list(params)
+
+    def is_for(self, params):
+        """Whether this optimizer's state was made for exactly these arrays."""
+        return (self._params is not None and len(self._params) == len(params)
+                and all(a is b for a, b in zip(self._params, params)))
 
     def _active_slots(self):
         return self.slots
@@ -73,20 +82,22 @@ class Optimizer:
     def load_state(self, params, arrays, t, ops):
         """Resume from :meth:`state_arrays` output (arrays on ``params``' device).
 
-        Raises ValueError when ``arrays`` does not match ``params`` and this
-        optimizer's slots.
+        Raises ValueError, changing nothing, when ``arrays`` does not match
+        ``params`` and this optimizer's slots.
         """
-        self.init(params, ops)
-        expected = self.state_arrays()
+        slots = self._active_slots()
+        expected = {f"{i}.{s}": p.shape for i, p in enumerate(params) for s in slots}
         if set(arrays) != set(expected):
             raise ValueError(f"{self.name} state should hold {sorted(expected)}, "
                              f"got {sorted(arrays)}")
         for key, a in arrays.items():
-            if a.shape != expected[key].shape:
+            if a.shape != expected[key]:
                 raise ValueError(f"{self.name} state {key} should have shape "
-                                 f"{expected[key].shape}, got {a.shape}")
-            expected[key][...] = a
+                                 f"{expected[key]}, got {a.shape}")
+        self.ops = ops
+        self.state = [{s: arrays[f"{i}.{s}"] for s in slots} for i in range(len(params))]
         self.t = int(t)
+        self._params = list(params)
 
 
 class SGD(Optimizer):
@@ -96,7 +107,7 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.momentum = _check_range("momentum", momentum, 0.0, 1.0)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
         if nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
@@ -120,7 +131,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+        self.eps = check_number("eps", eps, 0.0, lo_open=True)
 
     def config(self):
         return {**super().config(), "eps": self.eps}
@@ -137,8 +148,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=0.001, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
-        self.alpha = _check_range("alpha", alpha, 0.0, 1.0)
-        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+        self.alpha = check_number("alpha", alpha, 0.0, 1.0)
+        self.eps = check_number("eps", eps, 0.0, lo_open=True)
 
     def config(self):
         return {**super().config(), "alpha": self.alpha, "eps": self.eps}
@@ -156,10 +167,12 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
+        if not isinstance(betas, (list, tuple)):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = tuple(_check_range(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
-        self.eps = _check_range("eps", eps, 0.0, lo_open=True)
+        self.betas = tuple(check_number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
+        self.eps = check_number("eps", eps, 0.0, lo_open=True)
 
     def config(self):
         return {**super().config(), "betas": list(self.betas), "eps": self.eps}

@@ -8,6 +8,7 @@ made to wait per step.
 
 import math
 import time
+from numbers import Integral, Real
 
 from fastmlp import optim
 
@@ -25,6 +26,7 @@ class History:
         self.best_epoch = None
 
     def append(self, logs):
+        """Add one epoch's ``{name: value}``."""
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
 
@@ -39,7 +41,7 @@ class History:
 
 
 def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
     value = int(value)
     if value < lo:
@@ -54,13 +56,15 @@ def _split(model, x, y, validation_data, validation_split):
     x = model._as_x(x)
     y, t = model._as_y(y, x.shape[0])
     if validation_data is not None:
-        if len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (x_val, y_val)")
         xv = model._as_x(validation_data[0])
         return (x, y, t), (xv, *model._as_y(validation_data[1], xv.shape[0]))
     if not validation_split:
         return (x, y, t), None
-    if isinstance(validation_split, bool) or not 0 < validation_split < 1:
+    if isinstance(validation_split, bool) or not isinstance(validation_split, Real):
+        raise TypeError(f"validation_split must be a number, got {validation_split!r}")
+    if not 0 < validation_split < 1:
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {validation_split}")
     n_val = int(round(x.shape[0] * validation_split))
     if not 0 < n_val < x.shape[0]:
@@ -76,7 +80,7 @@ def _optimizer(model, optimizer, lr):
     if optimizer is None and model.optimizer is not None:
         opt = model.optimizer
         if lr is not None:
-            opt.lr = optim._check_range("lr", lr, 0.0, lo_open=True)
+            opt.lr = optim.check_number("lr", lr, 0.0, lo_open=True)
         return opt
     return optim.get("adam" if optimizer is None else optimizer, lr=lr)
 
@@ -98,7 +102,8 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
         progress: show a tqdm bar and one summary line per epoch.
         early_stopping: patience in epochs without improvement of the
             validation loss (the training loss without validation); the best
-            weights are restored at the end.
+            weights are restored at the end (the optimizer's state is kept as
+            it was at the last epoch run).
 
     Every argument is checked before the model changes: a bad one raises
     ValueError or TypeError and leaves the model as it was.
@@ -112,7 +117,7 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
     with be.scope():
         (x, y, t), val = _split(model, x, y, validation_data, validation_split)
         opt = _optimizer(model, optimizer, lr)
-        if opt is not model.optimizer or opt.state is None:
+        if not opt.is_for([model._params]):     # new, or last used on other arrays
             opt.init([model._params], be.ops)
         model.optimizer = opt
         return _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress,

@@ -21,11 +21,10 @@ Nothing here imports fastmlp: kernels are leaves.
 # --- hidden activations: forward in place, derivative from the output -------
 
 def _sigmoid(xp, z):
-    # 0.5 * tanh(z / 2) + 0.5 equals 1 / (1 + exp(-z)) but never overflows.
-    z *= 0.5
-    xp.tanh(z, out=z)
-    z *= 0.5
-    z += 0.5
+    # exp(-|z|) never overflows, and each branch keeps full relative precision
+    # in the tails (1 / (1 + e) for z >= 0, e / (1 + e) below).
+    e = xp.exp(-xp.abs(z))
+    xp.divide(xp.where(z >= 0, 1, e), 1 + e, out=z)
 
 
 def _sigmoid_grad(xp, da, a):

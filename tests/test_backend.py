@@ -86,7 +86,15 @@ def test_model_code_has_no_device_branches():
     import re
     device_code = re.compile(r"^\s*(import cupy|from cupy|import numba\.cuda|from numba import cuda)"
                              r"|\bxp\.cuda\b|\bis_cuda\b", re.M)
-    root = pathlib.Path(fm.__file__).parent
-    for path in root.glob("*.py"):
-        if path.name != "backend.py":
+    package = pathlib.Path(fm.__file__).parent
+    kernels = pathlib.Path(fm.kernels.__file__).parent
+    for path in [*package.glob("*.py"), *kernels.glob("*.py")]:
+        if path.name not in ("backend.py", "cuda.py"):
             assert not device_code.search(path.read_text()), path.name
+
+
+def test_name_tables_agree_with_the_op_table():
+    from fastmlp import activations, losses
+    from fastmlp.kernels import reference
+    assert set(activations.ACTIVATIONS) == set(reference.ACTIVATIONS)
+    assert set(losses.LOSSES) == set(reference.LOSSES)

@@ -21,7 +21,7 @@ def test_train_prints_epochs_and_test_accuracy_and_saves(mnist, tmp_path, capsys
                      "--device", "cpu", "--save", str(path)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "epoch 1/1: val_accuracy" in out and "test accuracy" in out
+    assert "epoch 1/1: train_loss" in out and "val_accuracy" in out and "test accuracy" in out
     accuracy = float(out.split("test accuracy ")[1].split()[0])
     assert accuracy > 0.9
     model = fm.load(path, device="cpu")
@@ -31,6 +31,12 @@ def test_train_prints_epochs_and_test_accuracy_and_saves(mnist, tmp_path, capsys
 def test_bad_options_exit_with_a_message(capsys):
     assert cli.main(["train", "--activation", "swish", "--data", "/nonexistent"]) == 2
     assert "unknown activation 'swish'" in capsys.readouterr().err
+
+
+def test_option_errors_come_before_loading_data(capsys):
+    assert cli.main(["train", "--optimizer", "adam", "--momentum", "0.9",
+                     "--data", "/nonexistent"]) == 2
+    assert "--momentum applies to --optimizer sgd only" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

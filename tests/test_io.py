@@ -383,3 +383,15 @@ def test_load_never_unpickles(device, blobs, tmp_path, monkeypatch):
 def test_loading_a_directory_says_so(tmp_path):
     with pytest.raises(IsADirectoryError, match="directory"):
         fastmlp.load(tmp_path, device="cpu")
+
+
+def test_resume_after_load_matches_uninterrupted_training_with_shuffling(blobs, tmp_path):
+    """The shuffling RNG state travels in the checkpoint."""
+    x, y = blobs
+    a = fastmlp.MLP([4, 8, 3], seed=5, device="cpu")
+    a.fit(x, y, epochs=2, optimizer="adam", lr=0.01)
+    a.save(tmp_path / "a.safetensors")
+    b = fastmlp.load(tmp_path / "a.safetensors", device="cpu")
+    a.fit(x, y, epochs=2)
+    b.fit(x, y, epochs=2)
+    np.testing.assert_array_equal(a._params, b._params)

@@ -77,3 +77,10 @@ def test_extreme_logits_give_no_warning_and_no_nan(be, dtype):
         np.testing.assert_array_equal(s, [[1, 0, 0.5], [0, 0, 1]])
         t = _np(be, be.ops.bias_act("tanh", be.asarray(z.copy()), None))
         np.testing.assert_array_equal(t, [[1, -1, 0], [-1, -1, 1]])
+
+
+def test_sigmoid_keeps_relative_precision_in_the_tails(be):
+    z = np.array([[-30.0, -20.0, -17.0, 17.0, 30.0]], dtype=np.float32)
+    s = _np(be, be.ops.bias_act("sigmoid", be.asarray(z.copy()), None))
+    exact = 1 / (1 + np.exp(-z.astype(np.float64)))
+    np.testing.assert_allclose(s, exact, rtol=1e-6)

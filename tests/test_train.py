@@ -114,3 +114,24 @@ def test_progress_bar_and_epoch_lines(blobs, capsys):
     err = capsys.readouterr()
     text = err.out + err.err
     assert "epoch 1/2:" in text and "epoch 2/2:" in text and "val_accuracy" in text
+
+
+def test_an_optimizer_moved_to_another_model_starts_fresh_there(blobs):
+    """One instance shared by two models: each fit (re)initialises it for the
+    model it trains, instead of mixing their states."""
+    x, y = blobs
+    a, b = _model("cpu"), fm.MLP([4, 5, 3], seed=0, device="cpu")
+    opt = fm.optim.Adam(lr=0.01)
+    a.fit(x, y, epochs=1, optimizer=opt)
+    b.fit(x, y, epochs=1, optimizer=opt)
+    assert opt.state[0]["m"].shape == b._params.shape
+    a.fit(x, y, epochs=1)
+    assert opt.state[0]["m"].shape == a._params.shape and opt.t == 3
+
+
+def test_numpy_scalars_are_fine_everywhere(blobs):
+    x, y = blobs
+    model = fm.MLP([4, np.int64(8), 3], seed=np.int64(2), dropout=np.float32(0.1),
+                   init=np.float64(0.1), dtype="f4", device="cpu")
+    model.fit(x, y, epochs=np.int64(1), batch_size=np.int32(30), validation_split=np.float64(0.2))
+    assert model.seed == 2 and type(model.seed) is int and model.dtype == np.float32
