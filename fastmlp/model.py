@@ -141,7 +141,7 @@ class MLP:
     def _place(self, be, flat):
         """Parameter and gradient buffers and a dropout RNG on backend ``be``."""
         with be.scope():
-            params = be.xp.array(be.asarray(flat), dtype=self.dtype)   # always a copy
+            params = be.xp.array(be.asarray(flat, dtype=self.dtype))   # always a copy
             return params, be.xp.zeros_like(params), be.rng(self._dropout_seed)
 
     def _adopt(self, placed):
