@@ -17,6 +17,8 @@ from fastmlp.kernels.reference import ReferenceOps
 
 log = logging.getLogger("fastmlp")
 
+#: kernel paths a model can ask for: "auto" takes the fastest the device has.
+KERNEL_PATHS = ("auto", "reference")
 _CUDA_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
               '(or "fastmlp[cuda12]"), or pass device="cpu"')
 _backends = {}
@@ -27,16 +29,25 @@ class Backend:
     """Arrays, ops and transfers for one device.
 
     Attributes: ``name`` ("cpu" or "cuda:N"), ``xp`` (numpy or cupy),
-    ``ops`` (the op table), ``device_id`` (the GPU's index, None on the CPU)
-    and ``is_cuda``.
+    ``ops`` (the default op table), ``device_id`` (the GPU's index, None on
+    the CPU) and ``is_cuda``.
     """
 
-    def __init__(self, name, xp, ops, device_id=None):
+    def __init__(self, name, xp, device_id=None):
         self.name = name
         self.xp = xp
-        self.ops = ops
         self.device_id = device_id
         self.is_cuda = device_id is not None
+        self._tables = {"reference": ReferenceOps(xp)}
+        self.ops = self.ops_for("auto")
+
+    def ops_for(self, kernels="auto"):
+        """The op table of a kernel path: "reference" (plain xp, the ground
+        truth) or "auto" (the fastest this device has)."""
+        if kernels not in KERNEL_PATHS:
+            raise ValueError(f"unknown kernels {kernels!r}: choose one of {list(KERNEL_PATHS)}")
+        # Only the reference table exists so far; fused tables will win "auto".
+        return self._tables["reference"]
 
     def __repr__(self):
         return f"Backend({self.name!r}, ops={self.ops.name!r})"
@@ -150,10 +161,10 @@ def get_backend(device="auto"):
 
 def _make(name):
     if name == "cpu":
-        return Backend("cpu", np, ReferenceOps(np))
+        return Backend("cpu", np)
     device_id = int(name.split(":")[1])
     usable, reason = cuda_status(device_id)
     if not usable:
         raise RuntimeError(f"device={name!r} is not usable: {reason}. To fix: {_CUDA_HINT}.")
     import cupy
-    return Backend(name, cupy, ReferenceOps(cupy), device_id)
+    return Backend(name, cupy, device_id)

@@ -134,7 +134,7 @@ def load(path, device="auto"):
                      for k, v in tensors.items() if k.startswith("optimizer.")}
         try:
             opt = optim.get(opt_meta["name"], **opt_meta["config"])
-            opt.load_state([model._params], state, opt_meta["t"], be.ops)
+            opt.load_state([model._params], state, opt_meta["t"], model.ops)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
         model.optimizer = opt

@@ -105,13 +105,16 @@ class MLP:
         dropout: inverted-dropout rate after each hidden layer (one float, or
             one per hidden layer); applied only while training.
         bias: whether layers have biases.
+        kernels: the op table: "auto" (the fastest the device has) or
+            "reference" (plain array code, the ground truth).
 
     ``weights[i]`` (fan_in, fan_out) and ``biases[i]`` (fan_out,) are the live
     parameter arrays on the model's device: change them in place.
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", *, reduction="mean",
-                 init=None, dtype="float32", device="auto", seed=None, dropout=0.0, bias=True):
+                 init=None, dtype="float32", device="auto", seed=None, dropout=0.0, bias=True,
+                 kernels="auto"):
         self.sizes = _check_sizes(sizes)
         self.activation = activations.check(activation)
         self._loss = losses.get(loss, reduction)
@@ -126,6 +129,8 @@ class MLP:
         self.seed = _check_seed(seed)
         self.optimizer = None
         self.backend = get_backend(device)
+        self.kernels = kernels
+        self.ops = self.backend.ops_for(kernels)
         # The host RNG draws the init and the shuffles; the device RNG, dropout masks.
         self._host_rng = np.random.default_rng(self.seed)
         parts = []
@@ -174,7 +179,8 @@ class MLP:
         """The constructor arguments that rebuild this architecture."""
         return {"sizes": self.sizes, "activation": self.activation, "loss": self.loss,
                 "reduction": self.reduction, "init": self.init, "dtype": self.dtype.name,
-                "dropout": list(self.dropout), "bias": self.bias, "seed": self.seed}
+                "dropout": list(self.dropout), "bias": self.bias, "seed": self.seed,
+                "kernels": self.kernels}
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
@@ -185,14 +191,14 @@ class MLP:
         new = get_backend(device)
         if new is self.backend:
             return self
-        old = self.backend
+        old, ops = self.backend, new.ops_for(self.kernels)
         placed = self._place(new, old.to_numpy(self._params))    # nothing changes until all is moved
         opt = self.optimizer
         if opt is not None and opt.state is not None:
             with new.scope():
                 moved = {k: new.asarray(old.to_numpy(a)) for k, a in opt.state_arrays().items()}
-                opt.load_state([placed[0]], moved, opt.t, new.ops)
-        self.backend = new
+                opt.load_state([placed[0]], moved, opt.t, ops)
+        self.backend, self.ops = new, ops
         self._adopt(placed)
         return self
 
@@ -264,7 +270,7 @@ class MLP:
     def _forward(self, x, train=False):
         """Layer outputs ``outs`` (the last holds the logits), the input each
         layer saw (after dropout) and the scaled dropout masks (or None)."""
-        xp, ops = self.backend.xp, self.backend.ops
+        xp, ops = self.backend.xp, self.ops
         ins, outs, keeps = [x], [], []
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -285,7 +291,7 @@ class MLP:
 
     def _backward(self, ins, outs, keeps, dz):
         """Fill the gradient buffer from the output gradient ``dz``."""
-        xp, ops = self.backend.xp, self.backend.ops
+        xp, ops = self.backend.xp, self.ops
         for i in range(len(self.weights) - 1, -1, -1):
             # dot, not matmul: NumPy's matmul is ~4x slower for the (n, 1) @ (1, m)
             # outer product that a batch of one makes.
@@ -306,8 +312,15 @@ class MLP:
         z = outs[-1]
         hits = self._loss.hits(z, t) if t is not None else None
         scale = self._loss.scale(self.reduction, *z.shape)
-        loss = self.backend.ops.loss(self.loss, z, y, scale)
+        loss = self.ops.loss(self.loss, z, y, scale)
         self._backward(ins, outs, keeps, z)
+        return loss, hits
+
+    def _train_step(self, x, y, t, optimizer):
+        """One training step on device arrays: forward, backward and update.
+        Returns what :meth:`_step_grad` does."""
+        loss, hits = self._step_grad(x, y, t)
+        optimizer.step([self._params], [self._grads])
         return loss, hits
 
     def _logits(self, x):
@@ -324,7 +337,7 @@ class MLP:
                              f"is {self.loss!r}: use predict()")
         with self.backend.scope():
             z = self._logits(self._as_x(x))
-            return self.backend.to_numpy(self.backend.ops.output(self.loss, z))
+            return self.backend.to_numpy(self.ops.output(self.loss, z))
 
     def predict(self, x):
         """Class ids (N,) for cross-entropy, 0/1 (N, K) for binary cross-entropy,
@@ -345,7 +358,7 @@ class MLP:
     def _evaluate(self, x, y, t):
         z = self._logits(x)
         hits = self._loss.hits(z, t) if t is not None else None
-        total = self.backend.ops.loss(self.loss, z, y)
+        total = self.ops.loss(self.loss, z, y)
         return self._loss.summary(total, hits, self.reduction, *z.shape)
 
     # --- training and checkpoints -----------------------------------------

@@ -118,7 +118,7 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
         (x, y, t), val = _split(model, x, y, validation_data, validation_split)
         opt = _optimizer(model, optimizer, lr)
         if not opt.is_for([model._params]):     # new, or last used on other arrays
-            opt.init([model._params], be.ops)
+            opt.init([model._params], model.ops)
         model.optimizer = opt
         return _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress,
                     early_stopping)
@@ -127,7 +127,6 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
 def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patience):
     be, n = model.backend, x.shape[0]
     bs = n if batch_size is None else min(batch_size, n)
-    params, grads = [model._params], [model._grads]
     history, best, best_params, waited = History(), math.inf, None, 0
     bar = _bar(progress, math.ceil(n / bs))
     for epoch in range(1, epochs + 1):
@@ -141,9 +140,8 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
         for s in range(0, n, bs):
-            loss, h = model._step_grad(xs[s:s + bs], ys[s:s + bs],
-                                       None if ts is None else ts[s:s + bs])
-            opt.step(params, grads)
+            loss, h = model._train_step(xs[s:s + bs], ys[s:s + bs],
+                                        None if ts is None else ts[s:s + bs], opt)
             total = total + loss
             if h is not None:
                 hits = hits + h

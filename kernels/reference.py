@@ -21,10 +21,13 @@ Nothing here imports fastmlp: kernels are leaves.
 # --- hidden activations: forward in place, derivative from the output -------
 
 def _sigmoid(xp, z):
-    # exp(-|z|) never overflows, and each branch keeps full relative precision
-    # in the tails (1 / (1 + e) for z >= 0, e / (1 + e) below).
-    e = xp.exp(-xp.abs(z))
-    xp.divide(xp.where(z >= 0, 1, e), 1 + e, out=z)
+    # 1 / (1 + exp(-z)) keeps full relative precision in both tails; the floor
+    # keeps exp(-z) finite (sigmoid is below the smallest normal float there).
+    xp.maximum(z, -88.0 if z.dtype.itemsize == 4 else -708.0, out=z)
+    xp.negative(z, out=z)
+    xp.exp(z, out=z)
+    z += 1
+    xp.reciprocal(z, out=z)
 
 
 def _sigmoid_grad(xp, da, a):

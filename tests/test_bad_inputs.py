@@ -65,6 +65,8 @@ CASES = [
      "unknown optimizer 'adamax'"),
     ("bad learning rate", lambda m: m.fit(X, Y, optimizer="sgd", lr=-1), ValueError, "lr"),
     ("unknown device", lambda m: fm.MLP([4, 3], device="tpu"), ValueError, "unknown device"),
+    ("unknown kernels", lambda m: fm.MLP([4, 3], kernels="fast"), ValueError,
+     "unknown kernels 'fast'"),
     ("bad dtype", lambda m: fm.MLP([4, 3], dtype="float16"), ValueError, "dtype"),
     ("bad sizes", lambda m: fm.MLP([4]), ValueError, "at least"),
     ("cross_entropy with one output", lambda m: fm.MLP([4, 1]), ValueError,

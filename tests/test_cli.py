@@ -13,9 +13,9 @@ def test_info_lists_versions_and_devices(capsys):
     assert f"fastmlp {fm.__version__}" in out and "numpy" in out and "devices: cpu" in out
 
 
-def test_train_prints_epochs_and_test_accuracy_and_saves(mnist, tmp_path, capsys, monkeypatch):
-    from conftest import mnist_dir
-    monkeypatch.setenv("FASTMLP_DATA", str(mnist_dir().parent))
+def test_train_prints_epochs_and_test_accuracy_and_saves(mnist_dir, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.setenv("FASTMLP_DATA", str(mnist_dir.parent))
     path = tmp_path / "m.safetensors"
     code = cli.main(["train", "--epochs", "1", "--sizes", "784,32,10", "--no-progress",
                      "--device", "cpu", "--save", str(path)])
