@@ -39,15 +39,24 @@ class Backend:
         self.device_id = device_id
         self.is_cuda = device_id is not None
         self._tables = {"reference": ReferenceOps(xp)}
-        self.ops = self.ops_for("auto")
+        self._fused = None
 
     def ops_for(self, kernels="auto"):
         """The op table of a kernel path: "reference" (plain xp, the ground
-        truth) or "auto" (the fastest this device has)."""
+        truth) or "auto" (the fastest this device has: Numba-fused kernels on
+        the CPU, falling back to the reference table when Numba is missing)."""
         if kernels not in KERNEL_PATHS:
             raise ValueError(f"unknown kernels {kernels!r}: choose one of {list(KERNEL_PATHS)}")
-        # Only the reference table exists so far; fused tables will win "auto".
-        return self._tables["reference"]
+        if kernels == "reference" or self.is_cuda:
+            return self._tables["reference"]
+        if self._fused is None:
+            self._fused = _cpu_ops() or self._tables["reference"]
+        return self._fused
+
+    @property
+    def ops(self):
+        """The default ("auto") op table."""
+        return self.ops_for("auto")
 
     def __repr__(self):
         return f"Backend({self.name!r}, ops={self.ops.name!r})"
@@ -100,6 +109,16 @@ class Backend:
         """A random Generator on this device, seeded with ``seed``."""
         with self.scope():
             return self.xp.random.default_rng(seed)
+
+
+def _cpu_ops():
+    # Numba costs ~0.3 s to import: only when a model first asks for fused ops.
+    try:
+        from fastmlp.kernels.cpu import CpuOps
+    except ImportError as e:
+        log.warning("Numba is unavailable (%s): using the reference kernels", e)
+        return None
+    return CpuOps()
 
 
 def _numeric(a):

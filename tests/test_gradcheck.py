@@ -17,15 +17,16 @@ def _targets(loss, rng, n, k):
     return rng.normal(size=(n, k))
 
 
+@pytest.mark.parametrize("kernels", ["reference", "auto"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_gradcheck_every_activation_and_loss(device, activation, loss, reduction):
+def test_gradcheck_every_activation_and_loss(device, activation, loss, reduction, kernels):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(7, 4))
     y = _targets(loss, rng, 7, 3)
     model = fm.MLP([4, 6, 5, 3], activation=activation, loss=loss, reduction=reduction,
-                   init=0.5, seed=1, device=device)
+                   init=0.5, seed=1, device=device, kernels=kernels)
     result = fm.gradcheck(model, x, y)
     assert result.n_checked == model.n_params
     assert result.max_rel_error <= 1e-6, result
@@ -42,7 +43,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 
     monkeypatch.setitem(reference.ACTIVATIONS, "tanh", (fwd, wrong_grad))
     rng = np.random.default_rng(0)
-    model = fm.MLP([4, 6, 3], activation="tanh", seed=0, device="cpu")
+    model = fm.MLP([4, 6, 3], activation="tanh", seed=0, device="cpu", kernels="reference")
     result = fm.gradcheck(model, rng.normal(size=(5, 4)), rng.integers(0, 3, 5))
     assert not result.ok and result.max_rel_error > 1e-3
 
@@ -58,20 +59,22 @@ def test_gradcheck_leaves_model_unchanged_and_samples(device):
 
 
 def main():
-    """Print the max relative error of every activation x loss x reduction."""
-    print("| activation | loss | reduction | max rel error | entries |\n|---|---|---|---|---|")
+    """Print the max relative error of every activation x loss x reduction x kernels."""
+    print("| kernels | activation | loss | reduction | max rel error | entries |\n"
+          "|---|---|---|---|---|---|")
     worst = 0.0
-    for activation in ACTIVATIONS:
+    for kernels, activation in [(k, a) for k in ("reference", "auto") for a in ACTIVATIONS]:
         for loss in LOSSES:
             for reduction in ("mean", "sum"):
                 rng = np.random.default_rng(0)
                 x = rng.normal(size=(7, 4))
                 y = _targets(loss, rng, 7, 3)
                 model = fm.MLP([4, 6, 5, 3], activation=activation, loss=loss,
-                               reduction=reduction, init=0.5, seed=1, device="cpu")
+                               reduction=reduction, init=0.5, seed=1, device="cpu",
+                               kernels=kernels)
                 r = fm.gradcheck(model, x, y)
                 worst = max(worst, r.max_rel_error)
-                print(f"| {activation} | {loss} | {reduction} | {r.max_rel_error:.2e} | "
+                print(f"| {kernels} | {activation} | {loss} | {reduction} | {r.max_rel_error:.2e} | "
                       f"{r.n_checked} |")
     print(f"\nworst max relative error: {worst:.2e}")
 

@@ -1,0 +1,150 @@
+"""Every fused CPU kernel equals its reference twin (float64 <= 1e-10,
+float32 <= 1e-5 relative), extreme values included.
+
+"Relative" is per element, with an absolute floor of the tolerance times the
+array's largest magnitude: a column sum that cancels to near zero, or a
+parameter that crosses zero, differs by summation-order rounding of the
+large terms, not of itself."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fastmlp.kernels.cpu import CpuOps
+from fastmlp.kernels.reference import ReferenceOps
+
+REF, CPU = ReferenceOps(np), CpuOps()
+TOL = {"float64": 1e-10, "float32": 1e-5}
+DTYPES = ["float32", "float64"]
+
+
+def _close(a, b, dtype):
+    scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+def _random(shape, dtype, seed=0, scale=3.0):
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_bias_act(dtype, activation, n):
+    z, b = _random((n, 33), dtype), _random(33, dtype, 1)
+    _close(CPU.bias_act(activation, z.copy(), b), REF.bias_act(activation, z.copy(), b), dtype)
+    _close(CPU.bias_act(activation, z.copy(), None), REF.bias_act(activation, z.copy(), None),
+           dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_act_grad_and_bias_grad(dtype, activation, n):
+    da = _random((n, 33), dtype)
+    a = REF.bias_act(activation, _random((n, 33), dtype, 1), None)
+    db_ref, db_cpu = np.zeros(33, dtype), np.zeros(33, dtype)
+    _close(CPU.act_grad(activation, da.copy(), a, db_cpu),
+           REF.act_grad(activation, da.copy(), a, db_ref), dtype)
+    _close(db_cpu, db_ref, dtype)
+    _close(CPU.act_grad(activation, da.copy(), a, None), REF.act_grad(activation, da.copy(), a, None),
+           dtype)
+    CPU.bias_grad(da, db_cpu)
+    REF.bias_grad(da, db_ref)
+    _close(db_cpu, db_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse", "l1"])
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_losses(dtype, loss, n):
+    z = _random((n, 10), dtype)
+    rng = np.random.default_rng(2)
+    y = (np.eye(10)[rng.integers(0, 10, n)] if loss != "mse" else rng.normal(size=(n, 10)))
+    y = y.astype(dtype)
+    assert float(CPU.loss(loss, z.copy(), y)) == pytest.approx(float(REF.loss(loss, z.copy(), y)),
+                                                               rel=TOL[dtype])
+    zc, zr = z.copy(), z.copy()
+    lc, lr = CPU.loss(loss, zc, y, 1 / n), REF.loss(loss, zr, y, 1 / n)
+    assert float(lc) == pytest.approx(float(lr), rel=TOL[dtype])
+    _close(zc, zr, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_extreme_logits(dtype):
+    z = np.array([[1000, -1000, 0], [-1000, -1000, 1000], [1e4, 1e4, -1e4]], dtype=dtype)
+    y = np.eye(3, dtype=dtype)[[0, 1, 2]]
+    with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
+        warnings.simplefilter("error")
+        zc, zr = z.copy(), z.copy()
+        lc = CPU.loss("cross_entropy", zc, y, 1.0)
+        lr = REF.loss("cross_entropy", zr, y, 1.0)
+        assert np.isfinite(lc) and lc == pytest.approx(float(lr))
+        np.testing.assert_array_equal(zc, zr)
+        relu = CPU.bias_act("relu", z.copy(), np.zeros(3, dtype))
+        np.testing.assert_array_equal(relu, np.maximum(z, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum, nesterov, wd", [(0, False, 0), (0, False, 0.1),
+                                                    (0.9, False, 0), (0.9, True, 0.01)])
+def test_sgd(dtype, momentum, nesterov, wd):
+    p, g = _random(1000, dtype), _random(1000, dtype, 1)
+    pr, pc = p.copy(), p.copy()
+    vr, vc = (np.zeros_like(p), np.zeros_like(p)) if momentum else (None, None)
+    for _ in range(3):
+        REF.sgd(pr, g, vr, 0.1, momentum, nesterov, wd)
+        CPU.sgd(pc, g, vc, 0.1, momentum, nesterov, wd)
+    _close(pc, pr, dtype)
+    if momentum:
+        _close(vc, vr, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd, decoupled", [(0, False), (0.1, False), (0.1, True)])
+def test_adam(dtype, wd, decoupled):
+    p, g = _random(1000, dtype), _random(1000, dtype, 1)
+    state = {k: (p.copy(), np.zeros_like(p), np.zeros_like(p)) for k in ("ref", "cpu")}
+    for t in range(1, 4):
+        REF.adam(*state["ref"][:1], g, *state["ref"][1:], 1e-2, 0.9, 0.999, 1e-8, wd, decoupled, t)
+        CPU.adam(*state["cpu"][:1], g, *state["cpu"][1:], 1e-2, 0.9, 0.999, 1e-8, wd, decoupled, t)
+    for a, b in zip(state["cpu"], state["ref"]):
+        _close(a, b, dtype)
+
+
+def test_updates_work_on_any_shape_and_layout():
+    """Optimizers take arrays of any shape: 2-D ones are updated through a flat
+    view, non-contiguous ones by the reference op."""
+    g = _random((6, 4), "float64", 1)
+    for p0 in (_random((6, 4), "float64"), _random((4, 6), "float64").T):
+        pr, pc = p0.copy(order="K"), p0.copy(order="K")
+        REF.sgd(pr, g, None, 0.1, 0, False, 0)
+        CPU.sgd(pc, g, None, 0.1, 0, False, 0)
+        np.testing.assert_array_equal(pc, pr)
+        mr, vr, mc, vc = (np.zeros_like(p0) for _ in range(4))
+        REF.adam(pr, g, mr, vr, 0.1, 0.9, 0.999, 1e-8, 0, False, 1)
+        CPU.adam(pc, g, mc, vc, 0.1, 0.9, 0.999, 1e-8, 0, False, 1)
+        _close(pc, pr, "float64")
+
+
+def test_kernels_import_without_a_writable_cache(tmp_path):
+    """numba issue 4908: cache=True raises when no cache location is writable;
+    the kernels then compile per process instead of failing to import."""
+    import subprocess
+    import sys
+    code = (
+        "import numba\n"
+        "real = numba.njit\n"
+        "def njit(*a, cache=False, **k):\n"
+        "    if cache:\n"
+        "        raise RuntimeError('cannot cache function: no locator available')\n"
+        "    return real(*a, **k)\n"
+        "numba.njit = njit\n"
+        "import numpy as np\n"
+        "from fastmlp.kernels.cpu import CpuOps\n"
+        "z = np.ones((2, 3))\n"
+        "CpuOps().bias_act('relu', z, np.zeros(3))\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
