@@ -17,6 +17,11 @@ from fastmlp.backend import get_backend
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
 _PREDICT_CHUNK = 8192
+# Up to this batch size, an op table with ``forward_backward`` runs the whole
+# forward and backward pass in one compiled call. Measured on 784-128-64-10,
+# 2 cores: 54 vs 76 us per SGD step at batch 1, but 101 vs 87 at 2 and 508 vs
+# 155 at 16, where BLAS GEMMs beat the loops.
+_WHOLE_STEP_MAX_BATCH = 1
 
 
 def _check_sizes(sizes):
@@ -308,6 +313,14 @@ class MLP:
     def _step_grad(self, x, y, t=None, train=True):
         """Forward and backward on one batch: the summed loss (0-d device array)
         and, with targets ``t``, the number of hits; gradients land in the buffer."""
+        if (x.shape[0] <= _WHOLE_STEP_MAX_BATCH and self.loss == "cross_entropy"
+                and hasattr(self.ops, "forward_backward")
+                and not (train and any(self.dropout))):
+            scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
+            done = self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,
+                                             self._params, self._grads, scale)
+            if done is not None:
+                return done
         ins, outs, keeps = self._forward(x, train)
         z = outs[-1]
         hits = self._loss.hits(z, t) if t is not None else None

@@ -150,6 +150,128 @@ def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2):
         p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
 
 
+# --- a whole forward + backward for small batches: no Python per layer ------------
+
+_ACT_CODES = {"sigmoid": 0, "relu": 1, "tanh": 2, "identity": 3}
+_NO_IDS = np.empty(0, np.int64)
+
+
+@_jit(fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _forward_backward(x, y, ids, params, grads, sizes, act, has_bias, scale, work):
+    """Cross-entropy network: loss sum and hits; gradients into ``grads``.
+
+    ``params``/``grads`` are the flat [W0, b0, W1, b1, ...] buffers (W row-major
+    (fan_in, fan_out)); ``work`` holds every layer's output and two delta rows
+    per sample. Loops run over contiguous rows of W, so one sample reads each
+    weight once forward and once backward, as a GEMV would.
+    """
+    n = x.shape[0]
+    n_layers = sizes.size - 1
+    widest = 0
+    for l in range(1, sizes.size):
+        widest = max(widest, sizes[l])
+    # offsets of W_l, b_l in the flat buffers, and of layer outputs in work
+    w_at = np.empty(n_layers, np.int64)
+    b_at = np.empty(n_layers, np.int64)
+    o_at = np.empty(n_layers, np.int64)
+    at, out = 0, 0
+    for l in range(n_layers):
+        w_at[l] = at
+        at += sizes[l] * sizes[l + 1]
+        b_at[l] = at
+        if has_bias:
+            at += sizes[l + 1]
+        o_at[l] = out
+        out += n * sizes[l + 1]
+    d0 = out
+    d1 = out + n * widest
+    # forward
+    for l in range(n_layers):
+        fi, fo = sizes[l], sizes[l + 1]
+        for s in range(n):
+            row = work[o_at[l] + s * fo: o_at[l] + (s + 1) * fo]
+            for j in range(fo):
+                row[j] = params[b_at[l] + j] if has_bias else 0.0
+            for i in range(fi):
+                a = x[s, i] if l == 0 else work[o_at[l - 1] + s * fi + i]
+                if a != 0:
+                    w = params[w_at[l] + i * fo: w_at[l] + (i + 1) * fo]
+                    for j in range(fo):
+                        row[j] += a * w[j]
+            if l < n_layers - 1:
+                for j in range(fo):
+                    v = row[j]
+                    if act == 0:
+                        row[j] = 1.0 / (1.0 + math.exp(-max(v, -88.0)))
+                    elif act == 1:
+                        row[j] = v if v > 0 else 0.0
+                    elif act == 2:
+                        row[j] = math.tanh(v)
+    # softmax + cross-entropy: delta = (P - Y) * scale into d0
+    k = sizes[n_layers]
+    total, hits = 0.0, 0
+    for s in range(n):
+        z = work[o_at[n_layers - 1] + s * k: o_at[n_layers - 1] + (s + 1) * k]
+        best = 0
+        for j in range(1, k):
+            if z[j] > z[best]:
+                best = j
+        if ids.size > 0 and best == ids[s]:
+            hits += 1
+        top = z[best]
+        acc, dot, ysum = 0.0, 0.0, 0.0
+        for j in range(k):
+            v = z[j] - top
+            dot += y[s, j] * v
+            ysum += y[s, j]
+            acc += math.exp(v)
+        total += ysum * math.log(acc) - dot
+        inv = 1.0 / acc
+        for j in range(k):
+            work[d0 + s * k + j] = (math.exp(z[j] - top) * inv - y[s, j]) * scale
+    # backward, last layer first; deltas alternate between d0 and d1
+    cur, other = d0, d1
+    for l in range(n_layers - 1, -1, -1):
+        fi, fo = sizes[l], sizes[l + 1]
+        gw = grads[w_at[l]: w_at[l] + fi * fo]
+        gw[:] = 0
+        if has_bias:
+            gb = grads[b_at[l]: b_at[l] + fo]
+            gb[:] = 0
+        for s in range(n):
+            dz = work[cur + s * fo: cur + (s + 1) * fo]
+            if has_bias:
+                for j in range(fo):
+                    gb[j] += dz[j]
+            for i in range(fi):
+                a = x[s, i] if l == 0 else work[o_at[l - 1] + s * fi + i]
+                if a != 0:
+                    g = gw[i * fo: (i + 1) * fo]
+                    for j in range(fo):
+                        g[j] += a * dz[j]
+        if l == 0:
+            break
+        for s in range(n):
+            dz = work[cur + s * fo: cur + (s + 1) * fo]
+            da = work[other + s * fi: other + (s + 1) * fi]
+            prev = work[o_at[l - 1] + s * fi: o_at[l - 1] + (s + 1) * fi]
+            for i in range(fi):
+                w = params[w_at[l] + i * fo: w_at[l] + (i + 1) * fo]
+                acc = 0.0
+                for j in range(fo):
+                    acc += dz[j] * w[j]
+                a = prev[i]
+                if act == 0:
+                    acc *= a * (1.0 - a)
+                elif act == 1:
+                    acc = acc if a > 0 else 0.0
+                elif act == 2:
+                    acc *= 1.0 - a * a
+                da[i] = acc
+        cur, other = other, cur
+    return total, hits
+
+
 class CpuOps(ReferenceOps):
     """The op table with Numba-fused kernels for NumPy arrays."""
 
@@ -157,6 +279,7 @@ class CpuOps(ReferenceOps):
 
     def __init__(self):
         super().__init__(np)
+        self._work, self._sizes = {}, {}       # per (network, batch, dtype) scratch
 
     def bias_act(self, activation, z, b):
         if activation == "relu" and b is not None:
@@ -179,6 +302,27 @@ class CpuOps(ReferenceOps):
             return super().loss(loss, z, y, scale)
         t = z.dtype.type
         return _softmax_xent(z, y, t(0 if scale is None else scale), scale is not None)
+
+    def forward_backward(self, sizes, activation, bias, x, y, ids, params, grads, scale):
+        """Loss sum and hits of a cross-entropy network on batch ``x``, with
+        every gradient written to ``grads``, in one compiled call.
+
+        ``ids`` (class ids for the hit count) may be None. Returns None when
+        this case is not covered, and the caller runs the layer-by-layer path.
+        """
+        if activation not in _ACT_CODES or not (x.dtype == params.dtype == y.dtype):
+            return None
+        key = (tuple(sizes), x.shape[0], x.dtype)
+        work = self._work.get(key)
+        if work is None:
+            widest = max(sizes[1:])
+            work = self._work[key] = np.empty(x.shape[0] * (sum(sizes[1:]) + 2 * widest),
+                                              x.dtype)
+            self._sizes[key] = np.asarray(sizes, np.int64)
+        total, hits = _forward_backward(
+            x, y, _NO_IDS if ids is None else ids, params, grads, self._sizes[key],
+            _ACT_CODES[activation], bias, x.dtype.type(scale), work)
+        return total, (hits if ids is not None else None)
 
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
         flat = _flat(p, g, v)

@@ -148,3 +148,24 @@ def test_kernels_import_without_a_writable_cache(tmp_path):
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n", [1, 3])
+def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation, bias, n):
+    import fastmlp as fm
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(n, 7)), rng.integers(0, 4, n)
+    fused = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
+                   dtype=dtype)
+    ref = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
+                 dtype=dtype, kernels="reference")
+    xd = fused._as_x(x)
+    yd, t = fused._as_y(y, n)
+    loss, hits = CPU.forward_backward(fused.sizes, activation, bias, xd, yd, t, fused._params,
+                                      fused._grads, 1 / n)
+    ref_loss, ref_hits = ref._step_grad(xd, yd, t)
+    assert loss == pytest.approx(float(ref_loss), rel=TOL[dtype]) and hits == ref_hits
+    _close(fused._grads, ref._grads, dtype)
