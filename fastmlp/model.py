@@ -313,14 +313,9 @@ class MLP:
     def _step_grad(self, x, y, t=None, train=True):
         """Forward and backward on one batch: the summed loss (0-d device array)
         and, with targets ``t``, the number of hits; gradients land in the buffer."""
-        if (x.shape[0] <= _WHOLE_STEP_MAX_BATCH and self.loss == "cross_entropy"
-                and hasattr(self.ops, "forward_backward")
-                and not (train and any(self.dropout))):
-            scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
-            done = self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,
-                                             self._params, self._grads, scale)
-            if done is not None:
-                return done
+        done = self._whole_step(x, y, t, train)
+        if done is not None:
+            return done
         ins, outs, keeps = self._forward(x, train)
         z = outs[-1]
         hits = self._loss.hits(z, t) if t is not None else None
@@ -329,9 +324,25 @@ class MLP:
         self._backward(ins, outs, keeps, z)
         return loss, hits
 
+    def _whole_step(self, x, y, t, train, sgd_lr=0.0):
+        """The op table's one-call forward + backward (and, with ``sgd_lr``, a
+        plain SGD update) where it applies and wins; None otherwise."""
+        if (x.shape[0] > _WHOLE_STEP_MAX_BATCH or self.loss != "cross_entropy"
+                or not hasattr(self.ops, "forward_backward") or (train and any(self.dropout))):
+            return None
+        scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
+        return self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,
+                                         self._params, self._grads, scale, sgd_lr)
+
     def _train_step(self, x, y, t, optimizer):
         """One training step on device arrays: forward, backward and update.
         Returns what :meth:`_step_grad` does."""
+        lr = optimizer.plain_sgd_lr()
+        if lr is not None:                # the update fused into the backward pass
+            done = self._whole_step(x, y, t, True, lr)
+            if done is not None:
+                optimizer.t += 1
+                return done
         loss, hits = self._step_grad(x, y, t)
         optimizer.step([self._params], [self._grads])
         return loss, hits

@@ -75,6 +75,11 @@ class Optimizer:
         for p, g, st in zip(params, grads, self.state):
             self._update(p, g, st)
 
+    def plain_sgd_lr(self):
+        """The learning rate when a step is exactly ``p -= lr * g`` (so it may
+        be fused into the backward pass), else None."""
+        return None
+
     def state_arrays(self):
         """The state as a flat dict ``{"<i>.<slot>": array}``."""
         return {f"{i}.{k}": a for i, st in enumerate(self.state or []) for k, a in st.items()}
@@ -117,6 +122,9 @@ class SGD(Optimizer):
 
     def _active_slots(self):
         return ("velocity",) if self.momentum else ()
+
+    def plain_sgd_lr(self):
+        return self.lr if not self.momentum and not self.weight_decay else None
 
     def _update(self, p, g, st):
         self.ops.sgd(p, g, st.get("velocity"), self.lr, self.momentum, self.nesterov,

@@ -157,8 +157,10 @@ _NO_IDS = np.empty(0, np.int64)
 
 
 @_jit(fastmath={"reassoc", "contract", "nsz", "arcp"})
-def _forward_backward(x, y, ids, params, grads, sizes, act, has_bias, scale, work):
-    """Cross-entropy network: loss sum and hits; gradients into ``grads``.
+def _forward_backward(x, y, ids, params, grads, sizes, act, has_bias, scale, work, sgd_lr):
+    """Cross-entropy network: loss sum and hits; gradients into ``grads``, or,
+    when ``sgd_lr`` > 0, a plain SGD step applied to ``params`` directly (each
+    layer's input gradient is taken before its weights change).
 
     ``params``/``grads`` are the flat [W0, b0, W1, b1, ...] buffers (W row-major
     (fan_in, fan_out)); ``work`` holds every layer's output and two delta rows
@@ -233,41 +235,44 @@ def _forward_backward(x, y, ids, params, grads, sizes, act, has_bias, scale, wor
     cur, other = d0, d1
     for l in range(n_layers - 1, -1, -1):
         fi, fo = sizes[l], sizes[l + 1]
-        gw = grads[w_at[l]: w_at[l] + fi * fo]
-        gw[:] = 0
-        if has_bias:
-            gb = grads[b_at[l]: b_at[l] + fo]
-            gb[:] = 0
+        if l > 0:                                # input gradient, from the weights as they were
+            for s in range(n):
+                dz = work[cur + s * fo: cur + (s + 1) * fo]
+                da = work[other + s * fi: other + (s + 1) * fi]
+                prev = work[o_at[l - 1] + s * fi: o_at[l - 1] + (s + 1) * fi]
+                for i in range(fi):
+                    w = params[w_at[l] + i * fo: w_at[l] + (i + 1) * fo]
+                    acc = 0.0
+                    for j in range(fo):
+                        acc += dz[j] * w[j]
+                    a = prev[i]
+                    if act == 0:
+                        acc *= a * (1.0 - a)
+                    elif act == 1:
+                        acc = acc if a > 0 else 0.0
+                    elif act == 2:
+                        acc *= 1.0 - a * a
+                    da[i] = acc
+        if sgd_lr > 0:                           # W -= lr * A^T dZ, no gradient buffer
+            target, step = params, -sgd_lr
+        else:
+            target, step = grads, 1.0
+            grads[w_at[l]: w_at[l] + fi * fo] = 0
+            if has_bias:
+                grads[b_at[l]: b_at[l] + fo] = 0
         for s in range(n):
             dz = work[cur + s * fo: cur + (s + 1) * fo]
             if has_bias:
+                gb = target[b_at[l]: b_at[l] + fo]
                 for j in range(fo):
-                    gb[j] += dz[j]
+                    gb[j] += step * dz[j]
             for i in range(fi):
                 a = x[s, i] if l == 0 else work[o_at[l - 1] + s * fi + i]
                 if a != 0:
-                    g = gw[i * fo: (i + 1) * fo]
+                    g = target[w_at[l] + i * fo: w_at[l] + (i + 1) * fo]
+                    sa = step * a
                     for j in range(fo):
-                        g[j] += a * dz[j]
-        if l == 0:
-            break
-        for s in range(n):
-            dz = work[cur + s * fo: cur + (s + 1) * fo]
-            da = work[other + s * fi: other + (s + 1) * fi]
-            prev = work[o_at[l - 1] + s * fi: o_at[l - 1] + (s + 1) * fi]
-            for i in range(fi):
-                w = params[w_at[l] + i * fo: w_at[l] + (i + 1) * fo]
-                acc = 0.0
-                for j in range(fo):
-                    acc += dz[j] * w[j]
-                a = prev[i]
-                if act == 0:
-                    acc *= a * (1.0 - a)
-                elif act == 1:
-                    acc = acc if a > 0 else 0.0
-                elif act == 2:
-                    acc *= 1.0 - a * a
-                da[i] = acc
+                        g[j] += sa * dz[j]
         cur, other = other, cur
     return total, hits
 
@@ -303,9 +308,11 @@ class CpuOps(ReferenceOps):
         t = z.dtype.type
         return _softmax_xent(z, y, t(0 if scale is None else scale), scale is not None)
 
-    def forward_backward(self, sizes, activation, bias, x, y, ids, params, grads, scale):
+    def forward_backward(self, sizes, activation, bias, x, y, ids, params, grads, scale,
+                         sgd_lr=0.0):
         """Loss sum and hits of a cross-entropy network on batch ``x``, with
-        every gradient written to ``grads``, in one compiled call.
+        every gradient written to ``grads`` (or, with ``sgd_lr`` > 0, a plain
+        SGD step applied to ``params`` instead), in one compiled call.
 
         ``ids`` (class ids for the hit count) may be None. Returns None when
         this case is not covered, and the caller runs the layer-by-layer path.
@@ -321,7 +328,7 @@ class CpuOps(ReferenceOps):
             self._sizes[key] = np.asarray(sizes, np.int64)
         total, hits = _forward_backward(
             x, y, _NO_IDS if ids is None else ids, params, grads, self._sizes[key],
-            _ACT_CODES[activation], bias, x.dtype.type(scale), work)
+            _ACT_CODES[activation], bias, x.dtype.type(scale), work, x.dtype.type(sgd_lr))
         return total, (hits if ids is not None else None)
 
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):

@@ -169,3 +169,23 @@ def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation,
     ref_loss, ref_hits = ref._step_grad(xd, yd, t)
     assert loss == pytest.approx(float(ref_loss), rel=TOL[dtype]) and hits == ref_hits
     _close(fused._grads, ref._grads, dtype)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_sgd_step_equals_gradient_then_update(activation, bias):
+    """At batch 1 plain SGD is applied inside the backward pass; it must land
+    where the reference gradient followed by p -= lr * g lands."""
+    import fastmlp as fm
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 7)), rng.integers(0, 4, 5)
+    fused = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
+                   dtype="float64")
+    ref = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
+                 dtype="float64", kernels="reference")
+    hf = fused.fit(x, y, epochs=2, batch_size=1, optimizer="sgd", lr=0.1, shuffle=False)
+    hr = ref.fit(x, y, epochs=2, batch_size=1, optimizer="sgd", lr=0.1, shuffle=False)
+    _close(fused._params, ref._params, "float64")
+    assert hf.history["train_loss"] == pytest.approx(hr.history["train_loss"], rel=1e-10)
+    assert hf.history["train_accuracy"] == hr.history["train_accuracy"]
+    assert fused.optimizer.t == ref.optimizer.t == 10
