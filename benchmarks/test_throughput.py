@@ -15,7 +15,7 @@ import fastmlp as fm
 
 SIZES = [784, 128, 64, 10]
 BATCH_SIZES = [1, 16, 64, 256, 1024, 4096]
-KERNELS = ["reference", "auto"]
+KERNELS = ["reference", "fused", "auto"]
 
 
 def _setup(device, kernels, activation, batch_size):

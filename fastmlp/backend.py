@@ -18,7 +18,7 @@ from fastmlp.kernels.reference import ReferenceOps
 log = logging.getLogger("fastmlp")
 
 #: kernel paths a model can ask for: "auto" takes the fastest the device has.
-KERNEL_PATHS = ("auto", "reference")
+KERNEL_PATHS = ("auto", "fused", "reference")
 _CUDA_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
               '(or "fastmlp[cuda12]"), or pass device="cpu"')
 _backends = {}
@@ -43,14 +43,17 @@ class Backend:
 
     def ops_for(self, kernels="auto"):
         """The op table of a kernel path: "reference" (plain xp, the ground
-        truth) or "auto" (the fastest this device has: Numba-fused kernels on
-        the CPU, falling back to the reference table when Numba is missing)."""
+        truth), "fused" (Numba kernels: ``kernels/cpu.py`` or ``kernels/cuda.py``;
+        the reference table when Numba is missing) or "auto" (the fastest
+        measured on this kind of device: fused on the CPU; on CUDA the
+        reference table until the fused one has been measured on a GPU)."""
         if kernels not in KERNEL_PATHS:
             raise ValueError(f"unknown kernels {kernels!r}: choose one of {list(KERNEL_PATHS)}")
-        if kernels == "reference" or self.is_cuda:
+        if kernels == "reference" or (kernels == "auto" and self.is_cuda):
             return self._tables["reference"]
         if self._fused is None:
-            self._fused = _cpu_ops() or self._tables["reference"]
+            self._fused = (_cuda_ops(self.xp) if self.is_cuda else _cpu_ops()) \
+                or self._tables["reference"]
         return self._fused
 
     @property
@@ -119,6 +122,15 @@ def _cpu_ops():
         log.warning("Numba is unavailable (%s): using the reference kernels", e)
         return None
     return CpuOps()
+
+
+def _cuda_ops(xp):
+    try:
+        from fastmlp.kernels.cuda import CudaOps
+    except ImportError as e:
+        log.warning("numba.cuda is unavailable (%s): using the reference kernels", e)
+        return None
+    return CudaOps(xp)
 
 
 def _numeric(a):

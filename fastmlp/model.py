@@ -110,8 +110,9 @@ class MLP:
         dropout: inverted-dropout rate after each hidden layer (one float, or
             one per hidden layer); applied only while training.
         bias: whether layers have biases.
-        kernels: the op table: "auto" (the fastest the device has) or
-            "reference" (plain array code, the ground truth).
+        kernels: the op table: "auto" (the fastest measured for the device),
+            "fused" (the Numba kernels) or "reference" (plain array code, the
+            ground truth).
 
     ``weights[i]`` (fan_in, fan_out) and ``biases[i]`` (fan_out,) are the live
     parameter arrays on the model's device: change them in place.

@@ -98,3 +98,12 @@ def test_name_tables_agree_with_the_op_table():
     from fastmlp.kernels import reference
     assert set(activations.ACTIVATIONS) == set(reference.ACTIVATIONS)
     assert set(losses.LOSSES) == set(reference.LOSSES)
+
+
+def test_kernel_paths_on_the_cpu():
+    from fastmlp.kernels.cpu import CpuOps
+    from fastmlp.kernels.reference import ReferenceOps
+    be = get_backend("cpu")
+    assert isinstance(be.ops_for("auto"), CpuOps) and be.ops_for("fused") is be.ops_for("auto")
+    assert type(be.ops_for("reference")) is ReferenceOps
+    assert fm.MLP([4, 3], device="cpu", kernels="reference").ops is be.ops_for("reference")
