@@ -348,6 +348,20 @@ class MLP:
         optimizer.step([self._params], [self._grads])
         return loss, hits
 
+    def _train_epoch(self, x, y, t, batch_size, optimizer):
+        """A whole epoch in one op-table call, where the op table has one for
+        this case (plain SGD at batch size 1 on the CPU); None otherwise."""
+        lr = optimizer.plain_sgd_lr()
+        if (batch_size != 1 or lr is None or not hasattr(self.ops, "sgd_epoch")
+                or self.loss != "cross_entropy" or any(self.dropout)):
+            return None
+        scale = self._loss.scale(self.reduction, 1, self.sizes[-1])
+        done = self.ops.sgd_epoch(self.sizes, self.activation, self.bias, x, y, t,
+                                  self._params, self._grads, scale, lr)
+        if done is not None:
+            optimizer.t += x.shape[0]
+        return done
+
     def _logits(self, x):
         parts = [self._forward(x[i:i + _PREDICT_CHUNK])[1][-1]
                  for i in range(0, x.shape[0], _PREDICT_CHUNK)]

@@ -139,7 +139,12 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
             bar.reset()
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
-        for s in range(0, n, bs):
+        whole = model._train_epoch(xs, ys, ts, bs, opt)
+        if whole is not None:
+            total, hits = whole
+            if bar is not None:
+                bar.update(math.ceil(n / bs))
+        for s in range(0, n if whole is None else 0, bs):
             loss, h = model._train_step(xs[s:s + bs], ys[s:s + bs],
                                         None if ts is None else ts[s:s + bs], opt)
             total = total + loss

@@ -277,6 +277,20 @@ def _forward_backward(x, y, ids, params, grads, sizes, act, has_bias, scale, wor
     return total, hits
 
 
+@_jit()
+def _sgd_epoch(x, y, ids, params, grads, sizes, act, has_bias, scale, work, sgd_lr):
+    """Per-sample plain SGD over every row of ``x`` in order: one compiled
+    call for a whole epoch at batch size 1. Returns the loss sum and hits."""
+    total, hits = 0.0, 0
+    for s in range(x.shape[0]):
+        t = ids[s:s + 1] if ids.size > 0 else ids
+        loss, h = _forward_backward(x[s:s + 1], y[s:s + 1], t, params, grads, sizes, act,
+                                    has_bias, scale, work, sgd_lr)
+        total += loss
+        hits += h
+    return total, hits
+
+
 class CpuOps(ReferenceOps):
     """The op table with Numba-fused kernels for NumPy arrays."""
 
@@ -308,6 +322,28 @@ class CpuOps(ReferenceOps):
         t = z.dtype.type
         return _softmax_xent(z, y, t(0 if scale is None else scale), scale is not None)
 
+    def _args(self, sizes, activation, x, y, params, batch):
+        if activation not in _ACT_CODES or not (x.dtype == params.dtype == y.dtype):
+            return None
+        key = (tuple(sizes), batch, x.dtype)
+        if key not in self._work:
+            widest = max(sizes[1:])
+            self._work[key] = np.empty(batch * (sum(sizes[1:]) + 2 * widest), x.dtype)
+            self._sizes[key] = np.asarray(sizes, np.int64)
+        return self._sizes[key], _ACT_CODES[activation], self._work[key]
+
+    def sgd_epoch(self, sizes, activation, bias, x, y, ids, params, grads, scale, sgd_lr):
+        """Plain SGD at batch size 1 over all rows of ``x`` in one compiled
+        call: ``(loss sum, hits)``, or None when this case is not covered."""
+        args = self._args(sizes, activation, x, y, params, 1)
+        if args is None:
+            return None
+        sizes_arr, act, work = args
+        t = x.dtype.type
+        total, hits = _sgd_epoch(x, y, _NO_IDS if ids is None else ids, params, grads, sizes_arr,
+                                 act, bias, t(scale), work, t(sgd_lr))
+        return total, (hits if ids is not None else None)
+
     def forward_backward(self, sizes, activation, bias, x, y, ids, params, grads, scale,
                          sgd_lr=0.0):
         """Loss sum and hits of a cross-entropy network on batch ``x``, with
@@ -317,18 +353,13 @@ class CpuOps(ReferenceOps):
         ``ids`` (class ids for the hit count) may be None. Returns None when
         this case is not covered, and the caller runs the layer-by-layer path.
         """
-        if activation not in _ACT_CODES or not (x.dtype == params.dtype == y.dtype):
+        args = self._args(sizes, activation, x, y, params, x.shape[0])
+        if args is None:
             return None
-        key = (tuple(sizes), x.shape[0], x.dtype)
-        work = self._work.get(key)
-        if work is None:
-            widest = max(sizes[1:])
-            work = self._work[key] = np.empty(x.shape[0] * (sum(sizes[1:]) + 2 * widest),
-                                              x.dtype)
-            self._sizes[key] = np.asarray(sizes, np.int64)
-        total, hits = _forward_backward(
-            x, y, _NO_IDS if ids is None else ids, params, grads, self._sizes[key],
-            _ACT_CODES[activation], bias, x.dtype.type(scale), work, x.dtype.type(sgd_lr))
+        sizes_arr, act, work = args
+        t = x.dtype.type
+        total, hits = _forward_backward(x, y, _NO_IDS if ids is None else ids, params, grads,
+                                        sizes_arr, act, bias, t(scale), work, t(sgd_lr))
         return total, (hits if ids is not None else None)
 
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
