@@ -298,7 +298,10 @@ class CpuOps(ReferenceOps):
 
     def __init__(self):
         super().__init__(np)
-        self._work, self._sizes = {}, {}       # per (network, batch, dtype) scratch
+        # Scratch per (layer sizes, batch, dtype), shared by every model of that
+        # shape: it only holds temporaries within one call, but two threads
+        # training same-shaped models at batch 1 at once would share it.
+        self._work, self._sizes = {}, {}
 
     def bias_act(self, activation, z, b):
         if activation == "relu" and b is not None:
