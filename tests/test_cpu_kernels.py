@@ -84,6 +84,10 @@ def test_extreme_logits(dtype):
         np.testing.assert_array_equal(zc, zr)
         relu = CPU.bias_act("relu", z.copy(), np.zeros(3, dtype))
         np.testing.assert_array_equal(relu, np.maximum(z, 0))
+        sig = CPU.bias_act("sigmoid", z.copy(), np.zeros(3, dtype))
+        np.testing.assert_allclose(sig, REF.bias_act("sigmoid", z.copy(), None), rtol=1e-6,
+                                   atol=1e-37)
+        assert np.isfinite(sig).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
