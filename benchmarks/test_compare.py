@@ -17,14 +17,16 @@ def test_flops_per_sample_counts_the_three_gemms_per_layer():
 
 
 def test_compare_writes_table_json_and_ratios(tmp_path, capsys):
-    record = compare.main(["--systems", "fastmlp,fastmlp-reference", "--batch-sizes", "2,8",
+    record = compare.main(["--systems", "fastmlp,fastmlp-reference,fastmlp-fused",
+                           "--batch-sizes", "2,8",
                            "--repeats", "2", "--target-seconds", "0.001", "--out",
                            str(tmp_path), "--tag", "smoke"])
     out = capsys.readouterr().out
     assert "| 2 |" in out and "| 8 |" in out and "% of GEMM peak" in out
     written = json.loads(next(tmp_path.glob("compare-smoke-*.json")).read_text())
     assert written["flops_per_sample"] == compare.flops_per_sample()
-    assert set(written["median_samples_per_s"]) == {"fastmlp", "fastmlp-reference"}
+    assert set(written["median_samples_per_s"]) == {"fastmlp", "fastmlp-reference",
+                                                    "fastmlp-fused"}
     assert all(len(v) == 2 for v in written["samples_per_s"]["fastmlp"].values())
     assert written["gemm_gflops"] > 0 and record["machine"]["device"] == "cpu"
 
