@@ -325,11 +325,16 @@ class MLP:
         self._backward(ins, outs, keeps, z)
         return loss, hits
 
+    def _compiled(self, op, train):
+        """Whether the op table has the compiled whole-network ``op`` and it
+        covers this model (cross-entropy, no dropout while training)."""
+        return (hasattr(self.ops, op) and self.loss == "cross_entropy"
+                and not (train and any(self.dropout)))
+
     def _whole_step(self, x, y, t, train, sgd_lr=0.0):
         """The op table's one-call forward + backward (and, with ``sgd_lr``, a
         plain SGD update) where it applies and wins; None otherwise."""
-        if (x.shape[0] > _WHOLE_STEP_MAX_BATCH or self.loss != "cross_entropy"
-                or not hasattr(self.ops, "forward_backward") or (train and any(self.dropout))):
+        if x.shape[0] > _WHOLE_STEP_MAX_BATCH or not self._compiled("forward_backward", train):
             return None
         scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
         return self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,
@@ -352,8 +357,7 @@ class MLP:
         """A whole epoch in one op-table call, where the op table has one for
         this case (plain SGD at batch size 1 on the CPU); None otherwise."""
         lr = optimizer.plain_sgd_lr()
-        if (batch_size != 1 or lr is None or not hasattr(self.ops, "sgd_epoch")
-                or self.loss != "cross_entropy" or any(self.dropout)):
+        if batch_size != 1 or lr is None or not self._compiled("sgd_epoch", True):
             return None
         scale = self._loss.scale(self.reduction, 1, self.sizes[-1])
         done = self.ops.sgd_epoch(self.sizes, self.activation, self.bias, x, y, t,

@@ -1,10 +1,5 @@
-"""Every fused CPU kernel equals its reference twin (float64 <= 1e-10,
-float32 <= 1e-5 relative), extreme values included.
-
-"Relative" is per element, with an absolute floor of the tolerance times the
-array's largest magnitude: a column sum that cancels to near zero, or a
-parameter that crosses zero, differs by summation-order rounding of the
-large terms, not of itself."""
+"""Every fused CPU kernel equals its reference twin (tolerances in
+kernel_twins.py), extreme values included."""
 
 import warnings
 
@@ -13,19 +8,11 @@ import pytest
 
 from fastmlp.kernels.cpu import CpuOps
 from fastmlp.kernels.reference import ReferenceOps
+from kernel_twins import DTYPES, TOL
+from kernel_twins import close as _close
+from kernel_twins import random as _random
 
 REF, CPU = ReferenceOps(np), CpuOps()
-TOL = {"float64": 1e-10, "float32": 1e-5}
-DTYPES = ["float32", "float64"]
-
-
-def _close(a, b, dtype):
-    scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
-    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
-
-
-def _random(shape, dtype, seed=0, scale=3.0):
-    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

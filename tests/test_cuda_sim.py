@@ -9,7 +9,8 @@ from pathlib import Path
 
 def test_cuda_kernels_in_the_simulator():
     here = Path(__file__).parent
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    path = os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1", "PYTHONPATH": path}
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o",
          "python_files=check_*.py", "-o", "addopts=", str(here / "cudasim")],

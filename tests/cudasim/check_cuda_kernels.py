@@ -15,19 +15,11 @@ assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", "run through tests/test_cu
 
 from fastmlp.kernels.cuda import CudaOps  # noqa: E402
 from fastmlp.kernels.reference import ReferenceOps  # noqa: E402
+from kernel_twins import DTYPES, TOL  # noqa: E402  (tests/ is on PYTHONPATH)
+from kernel_twins import close as _close  # noqa: E402
+from kernel_twins import random as _random  # noqa: E402
 
 REF, GPU = ReferenceOps(np), CudaOps(np)
-TOL = {"float64": 1e-10, "float32": 1e-5}
-DTYPES = ["float32", "float64"]
-
-
-def _close(a, b, dtype):
-    scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
-    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
-
-
-def _random(shape, dtype, seed=0, scale=3.0):
-    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

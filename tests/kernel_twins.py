@@ -1,0 +1,22 @@
+"""How a fused kernel is held equal to its reference twin: float64 <= 1e-10,
+float32 <= 1e-5 relative, per element, with an absolute floor of the
+tolerance times the array's largest magnitude (a column sum that cancels to
+near zero, or a parameter that crosses zero, differs by summation-order
+rounding of the large terms, not of itself). Shared by test_cpu_kernels.py
+and cudasim/check_cuda_kernels.py."""
+
+import numpy as np
+
+TOL = {"float64": 1e-10, "float32": 1e-5}
+DTYPES = ["float32", "float64"]
+
+
+def close(a, b, dtype):
+    """Assert ``a`` equals the reference ``b`` within the twin tolerance."""
+    scale = float(np.max(np.abs(b))) if np.size(b) else 0.0
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+def random(shape, dtype, seed=0, scale=3.0):
+    """Seeded normal values of ``shape`` times ``scale``, as ``dtype``."""
+    return (np.random.default_rng(seed).normal(size=shape) * scale).astype(dtype)
