@@ -17,11 +17,6 @@ from fastmlp.backend import get_backend
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
 _PREDICT_CHUNK = 8192
-# Up to this batch size, an op table with ``forward_backward`` runs the whole
-# forward and backward pass in one compiled call. Measured on 784-128-64-10,
-# 2 cores: 54 vs 76 us per SGD step at batch 1, but 101 vs 87 at 2 and 508 vs
-# 155 at 16, where BLAS GEMMs beat the loops.
-_WHOLE_STEP_MAX_BATCH = 1
 
 
 def _check_sizes(sizes):
@@ -333,8 +328,8 @@ class MLP:
 
     def _whole_step(self, x, y, t, train, sgd_lr=0.0):
         """The op table's one-call forward + backward (and, with ``sgd_lr``, a
-        plain SGD update) where it applies and wins; None otherwise."""
-        if x.shape[0] > _WHOLE_STEP_MAX_BATCH or not self._compiled("forward_backward", train):
+        plain SGD update) where the op table has one for this case; None otherwise."""
+        if not self._compiled("forward_backward", train):
             return None
         scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
         return self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,

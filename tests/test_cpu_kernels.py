@@ -144,11 +144,21 @@ def test_kernels_import_without_a_writable_cache(tmp_path):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("n", [1, 3, 40])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation, bias, n, sparse):
-    """``sparse``: most inputs 0, as MNIST pixels are (zero rows are skipped)."""
+@pytest.mark.parametrize("blas", [True, False])
+def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation, bias, n, sparse,
+                                                              blas, monkeypatch):
+    """``sparse``: most inputs 0, as MNIST pixels are (one such sample takes
+    the row loops, which skip zero rows; dense ones take BLAS). ``blas=False``:
+    as where NumPy bundles no CBLAS, one sample takes the loops and more are
+    left to the layer path."""
     import fastmlp as fm
+    from fastmlp.kernels import cpu
+    if not blas:
+        monkeypatch.setattr(cpu, "_GEMM", np.empty(0, np.int64))
+    elif not cpu._GEMM.size:
+        pytest.skip("this NumPy bundles no CBLAS that fastmlp can call")
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(n, 7)), rng.integers(0, 4, n)
     if sparse:
@@ -159,8 +169,12 @@ def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation,
                  dtype=dtype, kernels="reference")
     xd = fused._as_x(x)
     yd, t = fused._as_y(y, n)
-    loss, hits = CPU.forward_backward(fused.sizes, activation, bias, xd, yd, t, fused._params,
-                                      fused._grads, 1 / n)
+    done = CPU.forward_backward(fused.sizes, activation, bias, xd, yd, t, fused._params,
+                                fused._grads, 1 / n)
+    if not blas and n > 1:
+        assert done is None
+        return
+    loss, hits = done
     ref_loss, ref_hits = ref._step_grad(xd, yd, t)
     assert loss == pytest.approx(float(ref_loss), rel=TOL[dtype]) and hits == ref_hits
     _close(fused._grads, ref._grads, dtype)
@@ -168,9 +182,11 @@ def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation,
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_sgd_step_equals_gradient_then_update(activation, bias):
-    """At batch 1 plain SGD is applied inside the backward pass; it must land
-    where the reference gradient followed by p -= lr * g lands."""
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size):
+    """Plain SGD is applied inside the backward pass (by the GEMM's beta = 1
+    above one sample); it must land where the reference gradient followed by
+    p -= lr * g lands."""
     import fastmlp as fm
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(5, 7)), rng.integers(0, 4, 5)
@@ -178,12 +194,12 @@ def test_fused_sgd_step_equals_gradient_then_update(activation, bias):
                    dtype="float64")
     ref = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
                  dtype="float64", kernels="reference")
-    hf = fused.fit(x, y, epochs=2, batch_size=1, optimizer="sgd", lr=0.1, shuffle=False)
-    hr = ref.fit(x, y, epochs=2, batch_size=1, optimizer="sgd", lr=0.1, shuffle=False)
+    hf = fused.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=False)
+    hr = ref.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=False)
     _close(fused._params, ref._params, "float64")
     assert hf.history["train_loss"] == pytest.approx(hr.history["train_loss"], rel=1e-10)
     assert hf.history["train_accuracy"] == hr.history["train_accuracy"]
-    assert fused.optimizer.t == ref.optimizer.t == 10
+    assert fused.optimizer.t == ref.optimizer.t == 2 * -(-5 // batch_size)
 
 
 def test_fast_exp_is_as_accurate_as_numpys_float32_exp():
