@@ -348,12 +348,18 @@ class MLP:
         optimizer.step([self._params], [self._grads])
         return loss, hits
 
+    def _has_epoch_kernel(self, batch_size, optimizer):
+        """Whether :meth:`_train_epoch` can run this case (plain SGD at batch
+        size 1 with an op table that has ``sgd_epoch``)."""
+        return (batch_size == 1 and optimizer.plain_sgd_lr() is not None
+                and self._compiled("sgd_epoch", True))
+
     def _train_epoch(self, x, y, t, batch_size, optimizer):
         """A whole epoch in one op-table call, where the op table has one for
         this case (plain SGD at batch size 1 on the CPU); None otherwise."""
-        lr = optimizer.plain_sgd_lr()
-        if batch_size != 1 or lr is None or not self._compiled("sgd_epoch", True):
+        if not self._has_epoch_kernel(batch_size, optimizer):
             return None
+        lr = optimizer.plain_sgd_lr()
         scale = self._loss.scale(self.reduction, 1, self.sizes[-1])
         done = self.ops.sgd_epoch(self.sizes, self.activation, self.bias, x, y, t,
                                   self._params, self._grads, scale, lr)

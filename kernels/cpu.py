@@ -283,18 +283,59 @@ def _act_in_place(row, act):
 
 
 @_jit(fastmath=_FAST)
-def _act_grad_in_place(da, a, act):
-    """da *= f'(a), from the activation's output ``a``; 1-D blocks."""
+def _bias_act_rows(z, b, act):
+    """z <- f(z + b) for the rows of the flat (n, b.size) block ``z``, in one pass."""
+    m = b.size
+    one, zero, low = z.dtype.type(1), z.dtype.type(0), z.dtype.type(-88)
+    for s in range(z.size // m):
+        row = z[s * m:(s + 1) * m]
+        if act == 0:
+            for j in range(m):
+                row[j] = one / (one + fast_exp(-max(row[j] + b[j], low)))
+        elif act == 1:
+            for j in range(m):
+                row[j] = max(row[j] + b[j], zero)
+        elif act == 2:
+            for j in range(m):
+                row[j] = math.tanh(row[j] + b[j])
+        else:
+            for j in range(m):
+                row[j] += b[j]
+
+
+@_jit(fastmath=_FAST)
+def _colsum_add(d, step, gb):
+    """gb += step * (column sums of the flat (n, gb.size) block ``d``)."""
+    m = gb.size
+    for s in range(d.size // m):
+        row = d[s * m:(s + 1) * m]
+        for j in range(m):
+            gb[j] += step * row[j]
+
+
+@_jit(fastmath=_FAST)
+def _act_grad_rows(da, a, act, has_bias, step, fused, gb):
+    """da *= f'(a) over the flat (n, m) blocks, and, with ``has_bias``, the
+    bias gradient step * colsum(da) added to ``gb`` (set, unless ``fused``)."""
+    m = gb.size if has_bias else da.size
+    if has_bias and not fused:
+        gb[:] = 0
     one, zero = da.dtype.type(1), da.dtype.type(0)
-    if act == 0:
-        for i in range(da.size):
-            da[i] *= a[i] * (one - a[i])
-    elif act == 1:
-        for i in range(da.size):
-            da[i] = da[i] if a[i] > 0 else zero
-    elif act == 2:
-        for i in range(da.size):
-            da[i] *= one - a[i] * a[i]
+    for s in range(da.size // m):
+        d = da[s * m:(s + 1) * m]
+        x = a[s * m:(s + 1) * m]
+        if act == 0:
+            for j in range(m):
+                d[j] *= x[j] * (one - x[j])
+        elif act == 1:
+            for j in range(m):
+                d[j] = d[j] if x[j] > 0 else zero
+        elif act == 2:
+            for j in range(m):
+                d[j] *= one - x[j] * x[j]
+        if has_bias:
+            for j in range(m):
+                gb[j] += step * d[j]
 
 
 @_jit()
@@ -465,14 +506,11 @@ def _gemm_step(gemm, x, y, ids, params, grads, sizes, act, has_bias, loss_scale,
             _gemm(gemm, NO_TRANS, NO_TRANS, n, fo, fi, 1.0, work, o_at[l - 1], fi, params,
                   w_at[l], fo, 0.0, work, o_at[l], fo)
         z = work[o_at[l]:o_at[l] + n * fo]
+        code = act if l < n_layers - 1 else 3
         if has_bias:
-            b = params[b_at[l]:b_at[l] + fo]
-            for s in range(n):
-                row = z[s * fo:(s + 1) * fo]
-                for j in range(fo):
-                    row[j] += b[j]
-        if l < n_layers - 1:
-            _act_in_place(z, act)
+            _bias_act_rows(z, params[b_at[l]:b_at[l] + fo], code)
+        else:
+            _act_in_place(z, code)
     total, hits = _softmax_delta(work, o_at[n_layers - 1], d0, y, ids, scale)
     fused = sgd_lr > 0
     target = params if fused else grads
@@ -480,20 +518,16 @@ def _gemm_step(gemm, x, y, ids, params, grads, sizes, act, has_bias, loss_scale,
     cur, other = d0, d1
     for l in range(n_layers - 1, -1, -1):        # backward, last layer first
         fi, fo = sizes[l], sizes[l + 1]
-        dz = work[cur:cur + n * fo]
-        if has_bias:
+        if has_bias and l == n_layers - 1:       # the other layers' come with f'(A) below
             gb = target[b_at[l]:b_at[l] + fo]
             if not fused:
                 gb[:] = 0
-            for s in range(n):
-                row = dz[s * fo:(s + 1) * fo]
-                for j in range(fo):
-                    gb[j] += step * row[j]
+            _colsum_add(work[cur:cur + n * fo], step, gb)
         if l > 0:                                # dA = dZ W^T, from W as it was; then f'(A)
             _gemm(gemm, NO_TRANS, TRANS, n, fi, fo, 1.0, work, cur, fo, params, w_at[l], fo,
                   0.0, work, other, fi)
-            _act_grad_in_place(work[other:other + n * fi], work[o_at[l - 1]:o_at[l - 1] + n * fi],
-                               act)
+            _act_grad_rows(work[other:other + n * fi], work[o_at[l - 1]:o_at[l - 1] + n * fi],
+                           act, has_bias, step, fused, target[b_at[l - 1]:b_at[l - 1] + fi])
         beta = 1.0 if fused else 0.0             # W (+)= step * A^T dZ
         if l == 0:
             _gemm(gemm, TRANS, NO_TRANS, fi, fo, n, step, xs, 0, fi, work, cur, fo, beta,
