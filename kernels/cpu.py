@@ -359,15 +359,18 @@ def _layout(sizes, has_bias, n):
     return w_at, b_at, o_at, out, out + n * widest
 
 
-@_jit()
+@_jit(fastmath=_FAST)
 def _softmax_delta(work, z_at, d_at, y, ids, scale):
     """Softmax + cross-entropy of the (n, k) logits at ``work[z_at:]``: the
     loss sum and hits (argmax == ids, when ids are given); (P - Y) * scale
-    into ``work[d_at:]``."""
+    into ``work[d_at:]``. One (vectorised, for float32) exp per logit."""
     n, k = y.shape
+    one = work.dtype.type(1)
     total, hits = 0.0, 0
     for s in range(n):
         z = work[z_at + s * k:z_at + (s + 1) * k]
+        d = work[d_at + s * k:d_at + (s + 1) * k]
+        t = y[s]
         best = 0
         for j in range(1, k):
             if z[j] > z[best]:
@@ -375,16 +378,18 @@ def _softmax_delta(work, z_at, d_at, y, ids, scale):
         if ids.size > 0 and best == ids[s]:
             hits += 1
         top = z[best]
-        acc, dot, ysum = 0.0, 0.0, 0.0
+        acc = one - one
         for j in range(k):
-            v = z[j] - top
-            dot += y[s, j] * v
-            ysum += y[s, j]
-            acc += math.exp(v)
+            d[j] = fast_exp(z[j] - top)
+            acc += d[j]
+        dot, ysum = 0.0, 0.0
+        for j in range(k):
+            dot += t[j] * (z[j] - top)
+            ysum += t[j]
         total += ysum * math.log(acc) - dot
-        inv = 1.0 / acc
+        inv = one / acc
         for j in range(k):
-            work[d_at + s * k + j] = (math.exp(z[j] - top) * inv - y[s, j]) * scale
+            d[j] = (d[j] * inv - t[j]) * scale
     return total, hits
 
 
