@@ -55,10 +55,9 @@ def test_each_installed_peer_trains_one_step():
         compare.SYSTEMS[name](4, x, y, "cpu")(2)
 
 
-def test_mnist_e2e_runs_the_recipe(mnist_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(mnist_e2e, "EPOCHS", 1)
+def test_mnist_e2e_runs_the_recipe(mnist_dir, tmp_path, capsys):
     rows = mnist_e2e.main(["--systems", "fastmlp", "--repeats", "1", "--data", str(mnist_dir),
-                           "--out", str(tmp_path), "--tag", "smoke"])
+                           "--out", str(tmp_path), "--tag", "smoke", "--epochs", "1"])
     assert rows["fastmlp"]["test_accuracy"] > 0.9
     assert "| fastmlp |" in capsys.readouterr().out
     assert next(tmp_path.glob("mnist-smoke-*.json"))
