@@ -502,14 +502,17 @@ def _gemm_step(gemm, x, y, ids, params, grads, sizes, act, has_bias, loss_scale,
     scale, sgd_lr = params.dtype.type(loss_scale), params.dtype.type(lr)
     w_at, b_at, o_at, d0, d1 = _layout(sizes, has_bias, n)
     xs = x.reshape(-1)
+    # plain int64 / float64 arguments, so that _gemm compiles once, not once per
+    # combination of literal constants (cold compile time is a cost users see)
+    nt, tr, at0 = np.int64(NO_TRANS), np.int64(TRANS), np.int64(0)
     for l in range(n_layers):                    # forward: Z = A W, then bias + activation
         fi, fo = sizes[l], sizes[l + 1]
         if l == 0:
-            _gemm(gemm, NO_TRANS, NO_TRANS, n, fo, fi, 1.0, xs, 0, fi, params, w_at[l], fo,
-                  0.0, work, o_at[l], fo)
+            _gemm(gemm, nt, nt, n, fo, fi, 1.0, xs, at0, fi, params, w_at[l], fo, 0.0, work,
+                  o_at[l], fo)
         else:
-            _gemm(gemm, NO_TRANS, NO_TRANS, n, fo, fi, 1.0, work, o_at[l - 1], fi, params,
-                  w_at[l], fo, 0.0, work, o_at[l], fo)
+            _gemm(gemm, nt, nt, n, fo, fi, 1.0, work, o_at[l - 1], fi, params, w_at[l], fo,
+                  0.0, work, o_at[l], fo)
         z = work[o_at[l]:o_at[l] + n * fo]
         code = act if l < n_layers - 1 else 3
         if has_bias:
@@ -529,17 +532,17 @@ def _gemm_step(gemm, x, y, ids, params, grads, sizes, act, has_bias, loss_scale,
                 gb[:] = 0
             _colsum_add(work[cur:cur + n * fo], step, gb)
         if l > 0:                                # dA = dZ W^T, from W as it was; then f'(A)
-            _gemm(gemm, NO_TRANS, TRANS, n, fi, fo, 1.0, work, cur, fo, params, w_at[l], fo,
-                  0.0, work, other, fi)
+            _gemm(gemm, nt, tr, n, fi, fo, 1.0, work, cur, fo, params, w_at[l], fo, 0.0, work,
+                  other, fi)
             _act_grad_rows(work[other:other + n * fi], work[o_at[l - 1]:o_at[l - 1] + n * fi],
                            act, has_bias, step, fused, target[b_at[l - 1]:b_at[l - 1] + fi])
         beta = 1.0 if fused else 0.0             # W (+)= step * A^T dZ
         if l == 0:
-            _gemm(gemm, TRANS, NO_TRANS, fi, fo, n, step, xs, 0, fi, work, cur, fo, beta,
+            _gemm(gemm, tr, nt, fi, fo, n, np.float64(step), xs, at0, fi, work, cur, fo, beta,
                   target, w_at[l], fo)
         else:
-            _gemm(gemm, TRANS, NO_TRANS, fi, fo, n, step, work, o_at[l - 1], fi, work, cur, fo,
-                  beta, target, w_at[l], fo)
+            _gemm(gemm, tr, nt, fi, fo, n, np.float64(step), work, o_at[l - 1], fi, work, cur,
+                  fo, beta, target, w_at[l], fo)
         cur, other = other, cur
     return total, hits
 
@@ -664,8 +667,11 @@ class CpuOps(ReferenceOps):
             return None
         sizes_arr, act, work = args
         ids = _NO_IDS if ids is None else ids
-        total, hits = _step(_GEMM, x, y, ids, params, grads, sizes_arr, act, bias, float(scale),
-                            work, float(sgd_lr))
+        # Batches go straight to the GEMM step: routing them through _step would
+        # make a first fit compile the batch-1 loops too (~3 s with a cold cache).
+        step = _step if n == 1 else _gemm_step
+        total, hits = step(_GEMM, x, y, ids, params, grads, sizes_arr, act, bias, float(scale),
+                           work, float(sgd_lr))
         return total, (hits if ids.size else None)
 
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
