@@ -354,15 +354,17 @@ class MLP:
         return (batch_size == 1 and optimizer.plain_sgd_lr() is not None
                 and self._compiled("sgd_epoch", True))
 
-    def _train_epoch(self, x, y, t, batch_size, optimizer):
-        """A whole epoch in one op-table call, where the op table has one for
-        this case (plain SGD at batch size 1 on the CPU); None otherwise."""
+    def _train_epoch(self, x, y, t, batch_size, optimizer, order=None):
+        """A whole epoch in one op-table call, over the rows of x in the order
+        of the index array ``order`` (row order when None), where the op table
+        has one for this case (plain SGD at batch size 1 on the CPU); None
+        otherwise."""
         if not self._has_epoch_kernel(batch_size, optimizer):
             return None
         lr = optimizer.plain_sgd_lr()
         scale = self._loss.scale(self.reduction, 1, self.sizes[-1])
         done = self.ops.sgd_epoch(self.sizes, self.activation, self.bias, x, y, t,
-                                  self._params, self._grads, scale, lr)
+                                  self._params, self._grads, scale, lr, order)
         if done is not None:
             optimizer.t += x.shape[0]
         return done

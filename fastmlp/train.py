@@ -133,10 +133,9 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
     # Shuffled batches are gathered into buffers made once. Copying the whole
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
-    # kernel takes the whole shuffled set, so it gets whole-set buffers.
-    rows = n if whole_epoch else bs
-    bufs = ([None if a is None else xp.empty((rows,) + a.shape[1:], a.dtype) for a in (x, y, t)]
-            if shuffle else None)
+    # kernel takes the permutation and reads the rows in place.
+    bufs = ([None if a is None else xp.empty((bs,) + a.shape[1:], a.dtype) for a in (x, y, t)]
+            if shuffle and not whole_epoch else None)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         perm = be.asarray(model._host_rng.permutation(n)) if shuffle else None
@@ -145,7 +144,7 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
         if whole_epoch:
-            total, hits = model._train_epoch(*_rows(xp, (x, y, t), perm, bufs, 0, n), bs, opt)
+            total, hits = model._train_epoch(x, y, t, bs, opt, perm)
             if bar is not None:
                 bar.update(math.ceil(n / bs))
         for s in range(0, 0 if whole_epoch else n, bs):

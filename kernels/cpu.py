@@ -568,13 +568,17 @@ def _step(gemm, x, y, ids, params, grads, sizes, act, has_bias, scale, work, sgd
 
 
 @_jit()
-def _sgd_epoch(gemm, x, y, ids, params, grads, sizes, act, has_bias, scale, work, sgd_lr):
-    """Per-sample plain SGD over every row of ``x`` in order: one compiled
-    call for a whole epoch at batch size 1. Returns the loss sum and hits."""
+def _sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, act, has_bias, scale, work,
+               sgd_lr):
+    """Per-sample plain SGD over the rows of ``x`` in the order ``order``
+    gives (row order when it is empty): one compiled call for a whole epoch at
+    batch size 1, with no shuffled copy of the data. Returns the loss sum and
+    hits."""
     total, hits = 0.0, 0
     for s in range(x.shape[0]):
-        t = ids[s:s + 1] if ids.size > 0 else ids
-        loss, h = _step(gemm, x[s:s + 1], y[s:s + 1], t, params, grads, sizes, act, has_bias,
+        r = order[s] if order.size > 0 else s
+        t = ids[r:r + 1] if ids.size > 0 else ids
+        loss, h = _step(gemm, x[r:r + 1], y[r:r + 1], t, params, grads, sizes, act, has_bias,
                         scale, work, sgd_lr)
         total += loss
         hits += h
@@ -638,15 +642,19 @@ class CpuOps(ReferenceOps):
                                        np.empty(batch * (sum(sizes[1:]) + 2 * widest), x.dtype))
         return found[0], _ACT_CODES[activation], found[1]
 
-    def sgd_epoch(self, sizes, activation, bias, x, y, ids, params, grads, scale, sgd_lr):
-        """Plain SGD at batch size 1 over all rows of ``x`` in one compiled
-        call: ``(loss sum, hits)``, or None when this case is not covered."""
+    def sgd_epoch(self, sizes, activation, bias, x, y, ids, params, grads, scale, sgd_lr,
+                  order=None):
+        """Plain SGD at batch size 1 over all rows of ``x`` (in the order of
+        the index array ``order``, when given) in one compiled call:
+        ``(loss sum, hits)``, or None when this case is not covered."""
         args = self._args(sizes, activation, x, y, params, 1)
         if args is None:
             return None
         sizes_arr, act, work = args
-        total, hits = _sgd_epoch(_GEMM, x, y, _NO_IDS if ids is None else ids, params, grads,
-                                 sizes_arr, act, bias, float(scale), work, float(sgd_lr))
+        total, hits = _sgd_epoch(_GEMM, x, y, _NO_IDS if ids is None else ids,
+                                 _NO_IDS if order is None else order.astype(np.int64, copy=False),
+                                 params, grads, sizes_arr, act, bias, float(scale), work,
+                                 float(sgd_lr))
         return total, (hits if ids is not None else None)
 
     def forward_backward(self, sizes, activation, bias, x, y, ids, params, grads, scale,

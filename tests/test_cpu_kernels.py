@@ -183,7 +183,8 @@ def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation,
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 2])
-def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size):
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size, shuffle):
     """Plain SGD is applied inside the backward pass (by the GEMM's beta = 1
     above one sample); it must land where the reference gradient followed by
     p -= lr * g lands."""
@@ -194,8 +195,9 @@ def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size
                    dtype="float64")
     ref = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
                  dtype="float64", kernels="reference")
-    hf = fused.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=False)
-    hr = ref.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=False)
+    hf = fused.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1,
+                   shuffle=shuffle)
+    hr = ref.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=shuffle)
     _close(fused._params, ref._params, "float64")
     assert hf.history["train_loss"] == pytest.approx(hr.history["train_loss"], rel=1e-10)
     assert hf.history["train_accuracy"] == hr.history["train_accuracy"]
