@@ -108,6 +108,17 @@ class Backend:
         if self.is_cuda:
             self.xp.cuda.get_current_stream().synchronize()
 
+    def take_rows(self, a, idx, out):
+        """``a[idx]`` written into ``out`` (rows ``idx`` of ``a``), returned.
+
+        NumPy's ``take`` with its default ``mode='raise'`` gathers into a
+        temporary and copies that into ``out``; ``'clip'`` writes in place
+        (callers pass valid indices). CuPy's ``take`` has no ``mode``.
+        """
+        if self.is_cuda:
+            return self.xp.take(a, idx, axis=0, out=out)
+        return np.take(a, idx, axis=0, out=out, mode="clip")
+
     def rng(self, seed=None):
         """A random Generator on this device, seeded with ``seed``."""
         with self.scope():

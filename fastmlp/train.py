@@ -129,13 +129,12 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
     bs = n if batch_size is None else min(batch_size, n)
     history, best, best_params, waited = History(), math.inf, None, 0
     bar = _bar(progress, math.ceil(n / bs))
-    xp, whole_epoch = be.xp, model._has_epoch_kernel(bs, opt)
     # Shuffled batches are gathered into buffers made once. Copying the whole
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
-    # kernel takes the permutation and reads the rows in place.
-    bufs = ([None if a is None else xp.empty((bs,) + a.shape[1:], a.dtype) for a in (x, y, t)]
-            if shuffle and not whole_epoch else None)
+    # kernel (plain SGD at batch size 1) takes the permutation itself.
+    bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:], a.dtype)
+             for a in (x, y, t)] if shuffle else None)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         perm = be.asarray(model._host_rng.permutation(n)) if shuffle else None
@@ -143,12 +142,13 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
             bar.reset()
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
-        if whole_epoch:
-            total, hits = model._train_epoch(x, y, t, bs, opt, perm)
+        whole = model._train_epoch(x, y, t, bs, opt, perm)
+        if whole is not None:
+            total, hits = whole
             if bar is not None:
                 bar.update(math.ceil(n / bs))
-        for s in range(0, 0 if whole_epoch else n, bs):
-            xb, yb, tb = _rows(xp, (x, y, t), perm, bufs, s, min(s + bs, n))
+        for s in range(0, n if whole is None else 0, bs):
+            xb, yb, tb = _rows(be, (x, y, t), perm, bufs, s, min(s + bs, n))
             loss, h = model._train_step(xb, yb, tb, opt)
             total = total + loss
             if h is not None:
@@ -180,13 +180,13 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
     return history
 
 
-def _rows(xp, arrays, perm, bufs, lo, hi):
+def _rows(be, arrays, perm, bufs, lo, hi):
     """Rows lo:hi of each array (None stays None), in the order ``perm`` gives
     when shuffling, gathered into the front of ``bufs``."""
     if perm is None:
         return tuple(None if a is None else a[lo:hi] for a in arrays)
     idx = perm[lo:hi]
-    return tuple(None if a is None else xp.take(a, idx, axis=0, out=buf[:hi - lo])
+    return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo])
                  for a, buf in zip(arrays, bufs))
 
 

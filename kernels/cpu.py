@@ -199,7 +199,8 @@ def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2):
 _ACT_CODES = {"sigmoid": 0, "relu": 1, "tanh": 2, "identity": 3}
 _NO_IDS = np.empty(0, np.int64)
 _GEMM = np.array(GEMM or (), np.int64)         # sgemm, dgemm addresses; empty: no BLAS
-_WORK_KEEP = 8                                  # scratch blocks kept, one per batch shape
+_WORK_KEEP = 8                                  # scratch blocks kept, one per batch shape,
+_WORK_KEEP_SIZE = 1 << 22                       # of up to this many elements (16 MB float32)
 
 
 @_jit()
@@ -630,16 +631,21 @@ class CpuOps(ReferenceOps):
         return _softmax_xent(z, y, t(0 if scale is None else scale), scale is not None)
 
     def _args(self, sizes, activation, x, y, params, batch):
-        if activation not in _ACT_CODES or not (x.dtype == params.dtype == y.dtype):
+        """(sizes array, activation code, scratch) for the compiled steps, or
+        None when they do not cover these arrays."""
+        if (activation not in _ACT_CODES or not (x.dtype == params.dtype == y.dtype)
+                or not (x.flags.c_contiguous and y.flags.c_contiguous)):
             return None
         key = (tuple(sizes), batch, x.dtype)
         found = self._work.get(key)
         if found is None:
-            if len(self._work) >= _WORK_KEEP:          # e.g. an epoch's short last batch
-                del self._work[next(iter(self._work))]
             widest = max(sizes[1:])
-            found = self._work[key] = (np.asarray(sizes, np.int64),
-                                       np.empty(batch * (sum(sizes[1:]) + 2 * widest), x.dtype))
+            found = (np.asarray(sizes, np.int64),
+                     np.empty(batch * (sum(sizes[1:]) + 2 * widest), x.dtype))
+            if found[1].size <= _WORK_KEEP_SIZE:    # a full-batch block is not kept alive
+                while len(self._work) >= _WORK_KEEP:    # e.g. an epoch's short last batch
+                    self._work.pop(next(iter(self._work), None), None)
+                self._work[key] = found
         return found[0], _ACT_CODES[activation], found[1]
 
     def sgd_epoch(self, sizes, activation, bias, x, y, ids, params, grads, scale, sgd_lr,

@@ -9,7 +9,12 @@ branches or calls: the same fused pass takes 0.25 ms. Its largest relative
 error over [-87, 88] is 3.0e-7 (NumPy's float32 ``exp``: 2.0e-7).
 
 ``fast_exp(x)`` is that for float32 ``x``, and ``math.exp`` for anything
-else (float64 needs its accuracy, and is not a speed target).
+else (float64 needs its accuracy, and is not a speed target). Outside the
+normal range it clamps: e**-inf is 1.2e-38, not 0, and NaN stays NaN.
+
+Numba's on-disk cache is keyed on the file of the kernel that inlines this
+(``cpu.py``): after editing only this module, touch ``cpu.py`` or clear
+``NUMBA_CACHE_DIR``, or the old machine code is used.
 """
 
 import math

@@ -184,24 +184,46 @@ def test_forward_backward_equals_the_layer_by_layer_reference(dtype, activation,
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 2])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size, shuffle):
-    """Plain SGD is applied inside the backward pass (by the GEMM's beta = 1
-    above one sample); it must land where the reference gradient followed by
-    p -= lr * g lands."""
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fused_sgd_step_equals_gradient_then_update(activation, bias, batch_size, shuffle, dtype,
+                                                   sparse):
+    """Plain SGD is applied inside the backward pass (by the GEMM's beta = 1,
+    or inside the row loops for one mostly-zero sample); it must land where the
+    reference gradient followed by p -= lr * g lands."""
     import fastmlp as fm
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(5, 7)), rng.integers(0, 4, 5)
+    if sparse:
+        x[:, [0, 2, 5]] = 0
     fused = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
-                   dtype="float64")
+                   dtype=dtype)
     ref = fm.MLP([7, 6, 5, 4], activation=activation, bias=bias, seed=0, device="cpu",
-                 dtype="float64", kernels="reference")
+                 dtype=dtype, kernels="reference")
     hf = fused.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1,
                    shuffle=shuffle)
     hr = ref.fit(x, y, epochs=2, batch_size=batch_size, optimizer="sgd", lr=0.1, shuffle=shuffle)
-    _close(fused._params, ref._params, "float64")
-    assert hf.history["train_loss"] == pytest.approx(hr.history["train_loss"], rel=1e-10)
+    _close(fused._params, ref._params, dtype)
+    assert hf.history["train_loss"] == pytest.approx(hr.history["train_loss"], rel=TOL[dtype])
     assert hf.history["train_accuracy"] == hr.history["train_accuracy"]
     assert fused.optimizer.t == ref.optimizer.t == 2 * -(-5 // batch_size)
+
+
+def test_the_compiled_steps_decline_what_they_do_not_cover(monkeypatch):
+    """Non-contiguous data returns None (the caller takes the layer path), and
+    a scratch block too big to keep is not kept alive after the call."""
+    from fastmlp.kernels import cpu
+    ops = CpuOps()
+    sizes = [7, 6, 5, 4]
+    params = np.zeros(7 * 6 + 6 + 6 * 5 + 5 + 5 * 4 + 4, np.float32)
+    x = np.asfortranarray(np.ones((3, 7), np.float32))
+    y = np.eye(4, dtype=np.float32)[[0, 1, 2]]
+    assert ops.forward_backward(sizes, "relu", True, x, y, None, params, params.copy(),
+                                1 / 3) is None
+    monkeypatch.setattr(cpu, "_WORK_KEEP_SIZE", 10)
+    done = ops.forward_backward(sizes, "relu", True, np.ascontiguousarray(x), y, None, params,
+                                params.copy(), 1 / 3)
+    assert done is not None and not ops._work
 
 
 def test_fast_exp_is_as_accurate_as_numpys_float32_exp():
@@ -210,7 +232,9 @@ def test_fast_exp_is_as_accurate_as_numpys_float32_exp():
     import numba
     from fastmlp.kernels.vexp import fast_exp
 
-    @numba.njit
+    from fastmlp.kernels.cpu import _FAST
+
+    @numba.njit(fastmath=_FAST, error_model="numpy")      # as the kernels compile it
     def apply(x, out):
         for i in range(x.size):
             out[i] = fast_exp(x[i])

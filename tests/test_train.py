@@ -135,3 +135,20 @@ def test_numpy_scalars_are_fine_everywhere(blobs):
                    init=np.float64(0.1), dtype="f4", device="cpu")
     model.fit(x, y, epochs=np.int64(1), batch_size=np.int32(30), validation_split=np.float64(0.2))
     assert model.seed == 2 and type(model.seed) is int and model.dtype == np.float32
+
+
+def test_shuffled_batches_are_the_permuted_rows_short_last_batch_included():
+    from fastmlp.backend import get_backend
+    from fastmlp.train import _rows
+    be = get_backend("cpu")
+    x, t = np.arange(37 * 3, dtype=np.float32).reshape(37, 3), np.arange(37)
+    perm = np.random.default_rng(1).permutation(37)
+    bufs = [np.empty((8, 3), np.float32), None, np.empty(8, np.int64)]
+    got = []
+    for lo in range(0, 37, 8):                  # each batch reuses the buffers: copy it now
+        xb, yb, tb = _rows(be, (x, None, t), perm, bufs, lo, min(lo + 8, 37))
+        got.append((xb.copy(), yb, tb.copy()))
+    assert [len(b[0]) for b in got] == [8, 8, 8, 8, 5]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x[perm])
+    np.testing.assert_array_equal(np.concatenate([b[2] for b in got]), t[perm])
+    assert all(b[1] is None for b in got)
