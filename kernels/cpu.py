@@ -40,25 +40,6 @@ def _jit(**options):
 # or ``88.0`` would promote float32 arithmetic to float64, at half the SIMD width.
 
 @_jit()
-def _bias_relu(z, b):
-    n, m = z.shape
-    zero = z.dtype.type(0)
-    for i in range(n):
-        for j in range(m):
-            v = z[i, j] + b[j]
-            z[i, j] = v if v > 0 else zero
-
-
-@_jit(fastmath=_FAST)
-def _bias_sigmoid(z, b):
-    n, m = z.shape
-    one = z.dtype.type(1)
-    for i in range(n):
-        for j in range(m):
-            z[i, j] = one / (one + fast_exp(-(z[i, j] + b[j])))
-
-
-@_jit()
 def _bias_neg_clamp(z, b):
     # z <- min(-(z + b), 88): the argument of exp in sigmoid = 1 / (1 + exp(-v)),
     # floored so that exp stays finite (sigmoid is below float32's normal range there).
@@ -76,60 +57,6 @@ def _one_over_one_plus(z):
     for i in range(n):
         for j in range(m):
             z[i, j] = one / (one + z[i, j])
-
-
-@_jit()
-def _grad_sigmoid(da, a, db, sums):
-    n, m = da.shape
-    one = da.dtype.type(1)
-    if sums:
-        db[:] = 0
-    for i in range(n):
-        for j in range(m):
-            g = da[i, j] * a[i, j] * (one - a[i, j])
-            da[i, j] = g
-            if sums:
-                db[j] += g
-
-
-@_jit()
-def _grad_relu(da, a, db, sums):
-    n, m = da.shape
-    zero = da.dtype.type(0)
-    if sums:
-        db[:] = 0
-    for i in range(n):
-        for j in range(m):
-            g = da[i, j] if a[i, j] > 0 else zero
-            da[i, j] = g
-            if sums:
-                db[j] += g
-
-
-@_jit()
-def _grad_tanh(da, a, db, sums):
-    n, m = da.shape
-    one = da.dtype.type(1)
-    if sums:
-        db[:] = 0
-    for i in range(n):
-        for j in range(m):
-            g = da[i, j] * (one - a[i, j] * a[i, j])
-            da[i, j] = g
-            if sums:
-                db[j] += g
-
-
-@_jit()
-def _colsum(dz, db):
-    n, m = dz.shape
-    db[:] = 0
-    for i in range(n):
-        for j in range(m):
-            db[j] += dz[i, j]
-
-
-_GRADS = {"sigmoid": _grad_sigmoid, "relu": _grad_relu, "tanh": _grad_tanh}
 
 
 # --- output: softmax + cross-entropy in one pass per row ------------------------
@@ -285,58 +212,62 @@ def _act_in_place(row, act):
 
 @_jit(fastmath=_FAST)
 def _bias_act_rows(z, b, act):
-    """z <- f(z + b) for the rows of the flat (n, b.size) block ``z``, in one pass."""
+    """z <- f(z + b) for the rows of the flat (n, b.size) block ``z``, in one
+    pass. 2-D loops, not a slice per row: a 128-wide row slice per iteration
+    cost relu 43 vs 25 us on 4096x128."""
     m = b.size
+    zz = z.reshape(z.size // m, m)
     one, zero, low = z.dtype.type(1), z.dtype.type(0), z.dtype.type(-88)
-    for s in range(z.size // m):
-        row = z[s * m:(s + 1) * m]
-        if act == 0:
+    if act == 0:
+        for i in range(zz.shape[0]):
             for j in range(m):
-                row[j] = one / (one + fast_exp(-max(row[j] + b[j], low)))
-        elif act == 1:
+                zz[i, j] = one / (one + fast_exp(-max(zz[i, j] + b[j], low)))
+    elif act == 1:
+        for i in range(zz.shape[0]):
             for j in range(m):
-                row[j] = max(row[j] + b[j], zero)
-        elif act == 2:
+                zz[i, j] = max(zz[i, j] + b[j], zero)
+    elif act == 2:
+        for i in range(zz.shape[0]):
             for j in range(m):
-                row[j] = math.tanh(row[j] + b[j])
-        else:
+                zz[i, j] = math.tanh(zz[i, j] + b[j])
+    else:
+        for i in range(zz.shape[0]):
             for j in range(m):
-                row[j] += b[j]
+                zz[i, j] += b[j]
 
 
 @_jit(fastmath=_FAST)
 def _colsum_add(d, step, gb):
     """gb += step * (column sums of the flat (n, gb.size) block ``d``)."""
     m = gb.size
-    for s in range(d.size // m):
-        row = d[s * m:(s + 1) * m]
+    dd = d.reshape(d.size // m, m)
+    for i in range(dd.shape[0]):
         for j in range(m):
-            gb[j] += step * row[j]
+            gb[j] += step * dd[i, j]
 
 
 @_jit(fastmath=_FAST)
-def _act_grad_rows(da, a, act, has_bias, step, fused, gb):
-    """da *= f'(a) over the flat (n, m) blocks, and, with ``has_bias``, the
-    bias gradient step * colsum(da) added to ``gb`` (set, unless ``fused``)."""
+def _act_grad_rows(da, a, act, has_bias, step, accumulate, gb):
+    """da *= f'(a) over the flat (n, m) blocks and, with ``has_bias``, in the
+    same pass, the bias gradient step * colsum(da) added to ``gb`` (zeroed
+    first unless ``accumulate``)."""
     m = gb.size if has_bias else da.size
-    if has_bias and not fused:
+    if has_bias and not accumulate:
         gb[:] = 0
     one, zero = da.dtype.type(1), da.dtype.type(0)
-    for s in range(da.size // m):
-        d = da[s * m:(s + 1) * m]
-        x = a[s * m:(s + 1) * m]
-        if act == 0:
-            for j in range(m):
-                d[j] *= x[j] * (one - x[j])
-        elif act == 1:
-            for j in range(m):
-                d[j] = d[j] if x[j] > 0 else zero
-        elif act == 2:
-            for j in range(m):
-                d[j] *= one - x[j] * x[j]
-        if has_bias:
-            for j in range(m):
-                gb[j] += step * d[j]
+    dd, aa = da.reshape(da.size // m, m), a.reshape(a.size // m, m)
+    for i in range(dd.shape[0]):
+        for j in range(m):
+            g = dd[i, j]
+            if act == 0:
+                g *= aa[i, j] * (one - aa[i, j])
+            elif act == 1:
+                g = g if aa[i, j] > 0 else zero
+            elif act == 2:
+                g *= one - aa[i, j] * aa[i, j]
+            dd[i, j] = g
+            if has_bias:
+                gb[j] += step * g
 
 
 @_jit()
@@ -599,30 +530,30 @@ class CpuOps(ReferenceOps):
         self._work = {}
 
     def bias_act(self, activation, z, b):
-        if b is None:
+        if b is None or activation not in ("relu", "sigmoid") or not z.flags.c_contiguous:
             return super().bias_act(activation, z, b)
-        if activation == "relu":
-            _bias_relu(z, b)
-        elif activation == "sigmoid" and z.dtype == np.float32:
-            _bias_sigmoid(z, b)             # one pass with the vectorised float32 exp
-        elif activation == "sigmoid":
+        if activation == "sigmoid" and z.dtype != np.float32:
             # float64: NumPy's SIMD exp between two fused Numba passes, 3 passes not 6
             _bias_neg_clamp(z, b)
             np.exp(z, out=z)
             _one_over_one_plus(z)
-        else:
-            return super().bias_act(activation, z, b)
+        else:                                   # one pass; float32 sigmoid by the vectorised exp
+            _bias_act_rows(z.reshape(-1), b, _ACT_CODES[activation])
         return z
 
     def act_grad(self, activation, da, a, db):
-        kernel = _GRADS.get(activation)
-        if kernel is None:
+        if (activation not in ("relu", "sigmoid", "tanh")
+                or not (da.flags.c_contiguous and a.flags.c_contiguous)):
             return super().act_grad(activation, da, a, db)
-        kernel(da, a, da[0] if db is None else db, db is not None)
+        _act_grad_rows(da.reshape(-1), a.reshape(-1), _ACT_CODES[activation], db is not None,
+                       da.dtype.type(1), False, da[0] if db is None else db)
         return da
 
     def bias_grad(self, dz, db):
-        _colsum(dz, db)
+        if not dz.flags.c_contiguous:
+            return super().bias_grad(dz, db)
+        db[:] = 0
+        _colsum_add(dz.reshape(-1), dz.dtype.type(1), db)
 
     def loss(self, loss, z, y, scale=None):
         if loss != "cross_entropy":
