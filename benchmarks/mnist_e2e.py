@@ -25,8 +25,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 import fastmlp as fm
 from fastmlp.datasets import load_mnist
 

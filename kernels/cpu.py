@@ -430,7 +430,7 @@ def _gemm_step(gemm, x, y, ids, params, grads, sizes, act, has_bias, loss_scale,
     that layer's input gradient has been taken."""
     n = x.shape[0]
     n_layers = sizes.size - 1
-    zero, one = params.dtype.type(0), params.dtype.type(1)
+    one = params.dtype.type(1)
     scale, sgd_lr = params.dtype.type(loss_scale), params.dtype.type(lr)
     w_at, b_at, o_at, d0, d1 = _layout(sizes, has_bias, n)
     xs = x.reshape(-1)
