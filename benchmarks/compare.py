@@ -2,7 +2,8 @@
 
 The same work on every system that is installed, in one process: one SGD
 training step (forward, backward, update) of 784-128-64-10, sigmoid, softmax
-cross-entropy, float32, on a fixed random batch, per batch size. Systems are
+cross-entropy, float32, on a fixed random batch, per batch size (for
+fastmlp, the step as ``fit`` runs it: the step engine's ``train_step``). Systems are
 interleaved within each repeat (their order rotating), each timed over a block
 of steps calibrated to ~0.1 s, and the median of the repeats is reported. A
 large float32 GEMM is timed in the same run to give the machine's peak, and
@@ -12,10 +13,11 @@ the fraction of it each system reaches.
     python benchmarks/compare.py --device cuda --batch-sizes 64,1024,65536 \
         --systems fastmlp,fastmlp-fused,fastmlp-reference,pytorch,jax
 
-Peers: PyTorch eager (default threads, and one thread), JAX (``jax.jit`` on
-the whole update step),
-scikit-learn's ``MLPClassifier`` (``partial_fit``, logistic, sgd); missing
-ones are skipped with a message. Writes JSON, and a PNG when matplotlib is
+The table names the step engine fastmlp ran at each batch size
+(``fastmlp.engines``). Peers: PyTorch eager (default threads, and one
+thread), JAX (``jax.jit`` on the whole update step), scikit-learn's
+``MLPClassifier`` (``partial_fit``, logistic, sgd); missing ones are skipped
+with a message. Writes JSON, and a PNG when matplotlib is
 installed, to ``--out``.
 """
 
@@ -56,14 +58,17 @@ def flops_per_sample(sizes=SIZES):
 def _fastmlp(kernels):
     def make(bs, x, y, device):
         model = fm.MLP(list(SIZES), activation="sigmoid", device=device, kernels=kernels, seed=0)
-        xd, (yd, _) = model._as_x(x), model._as_y(y, bs)
+        data = model.prepare(x, y)
         opt = fm.optim.SGD(lr=LR)
-        opt.init([model._params], model.ops)
+        opt.init([model.params], model.ops)
+        # a step as fit() runs it: the engine the factory picks, called directly
+        engine = model.engine_for(bs, opt, sample=data.x)
 
         def run(steps):
             for _ in range(steps):
-                model._train_step(xd, yd, None, opt)
+                engine.train_step(data.x, data.y, None, opt)
             model.backend.synchronize()
+        run.engine = model.step_path.engine           # which step engine ran: for the table
         return run
     return make
 
@@ -132,6 +137,7 @@ def _sklearn(bs, x, y, device):
     if device != "cpu":
         raise RuntimeError("scikit-learn runs on the CPU only")
     import warnings
+
     from sklearn.neural_network import MLPClassifier
     clf = MLPClassifier(hidden_layer_sizes=SIZES[1:-1], activation="logistic", solver="sgd",
                         learning_rate_init=LR, momentum=0.0, nesterovs_momentum=False,
@@ -199,9 +205,11 @@ def _calibrate(run, target_s):
 
 
 def measure(systems, batch_sizes, device, repeats, target_s, settle_s=0.05, log=print):
-    """``{system: {batch_size: [samples/s per repeat]}}``."""
+    """``({system: {batch_size: [samples/s per repeat]}}, {system: {batch_size:
+    step engine}})``, the engines for fastmlp's systems only."""
     rng = np.random.default_rng(0)
     results = {name: {} for name in systems}
+    engines = {}
     for bs in batch_sizes:
         x = rng.random((bs, SIZES[0]), dtype=np.float32)
         y = rng.integers(0, SIZES[-1], bs)
@@ -210,6 +218,8 @@ def measure(systems, batch_sizes, device, repeats, target_s, settle_s=0.05, log=
             try:
                 run = SYSTEMS[name](bs, x, y, device)
                 runs[name] = (run, _calibrate(run, target_s))
+                if getattr(run, "engine", None):
+                    engines.setdefault(name, {})[bs] = run.engine
             except Exception as e:       # a peer that cannot run this size is reported, not fatal
                 log(f"  {name} at batch {bs}: skipped ({type(e).__name__}: {e})")
         for r in range(repeats):
@@ -223,7 +233,7 @@ def measure(systems, batch_sizes, device, repeats, target_s, settle_s=0.05, log=
                 results[name].setdefault(bs, []).append(steps * bs / elapsed)
         log(f"  batch {bs}: " + ", ".join(
             f"{n} {statistics.median(results[n][bs]):,.0f}/s" for n in runs))
-    return results
+    return results, engines
 
 
 def available(names, device):
@@ -269,12 +279,14 @@ def machine_info(device):
     return info
 
 
-def table(medians, batch_sizes, gemm, fps):
-    """The comparison as a Markdown table."""
+def table(medians, batch_sizes, gemm, fps, engines=None):
+    """The comparison as a Markdown table, with the step engine each fastmlp
+    system ran at each batch size (``engines``: {system: {batch_size: name}})."""
     names = list(medians)
+    engines = engines or {}
     peers = [n for n in names if n not in OURS]
     ours = "fastmlp" if "fastmlp" in names else next((n for n in names if n in OURS), None)
-    head = ["batch"] + [f"{n} (samples/s)" for n in names]
+    head = ["batch"] + [f"{n} (samples/s)" for n in names] + [f"{n} engine" for n in engines]
     if ours and peers:
         head += [f"{ours} / best peer", "best peer"]
     if ours:
@@ -282,6 +294,7 @@ def table(medians, batch_sizes, gemm, fps):
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for bs in batch_sizes:
         row = [str(bs)] + [f"{medians[n][bs]:,.0f}" if bs in medians[n] else "-" for n in names]
+        row += [engines[n].get(bs, "-") for n in engines]
         have = [n for n in peers if bs in medians[n]]
         if ours and peers:
             best = max(have, key=lambda n: medians[n][bs]) if have else None
@@ -342,13 +355,13 @@ def main(argv=None):
     print(f"systems: {', '.join(systems)}; device {args.device}; batch sizes {batch_sizes}")
     fps = flops_per_sample()
     gemm_before = gemm_gflops(args.device)
-    raw = measure(systems, batch_sizes, args.device, args.repeats, args.target_seconds)
+    raw, engines = measure(systems, batch_sizes, args.device, args.repeats, args.target_seconds)
     gemm = max(gemm_before, gemm_gflops(args.device))
     medians = {n: {bs: statistics.median(v) for bs, v in raw[n].items()} for n in systems}
     info = machine_info(args.device)
     print(f"\nfloat32 GEMM (2048^3, median of 5, before/after): {gemm_before:,.1f} / "
           f"{gemm:,.1f} GFLOP/s; training step = {fps:,} FLOP/sample (GEMMs only)\n")
-    print(table(medians, batch_sizes, gemm, fps))
+    print(table(medians, batch_sizes, gemm, fps, engines))
     date = datetime.date.today().isoformat()
     tag = args.tag or f"{info['device'].replace(':', '')}-{info.get('cpus', '?')}cpu"
     out = Path(args.out)
@@ -360,7 +373,8 @@ def main(argv=None):
               "gemm_gflops": gemm, "flops_per_sample": fps, "repeats": args.repeats,
               "samples_per_s": {n: {str(b): v for b, v in raw[n].items()} for n in systems},
               "median_samples_per_s": {n: {str(b): v for b, v in medians[n].items()}
-                                       for n in systems}}
+                                       for n in systems},
+              "engines": {n: {str(b): e for b, e in by_bs.items()} for n, by_bs in engines.items()}}
     Path(f"{stem}.json").write_text(json.dumps(record, indent=1))
     png = plot(medians, f"{stem}.png", f"784-128-64-10 sigmoid SGD float32 training, "
                                        f"{info.get('gpu', info.get('cpu', ''))}, {date}",

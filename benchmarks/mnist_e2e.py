@@ -123,7 +123,8 @@ def main(argv=None):
             if name in runs and runs[name] is None:
                 continue
             cmd = [sys.executable, __file__, "--child", name, "--device", args.device,
-                   "--seed", str(args.seed), "--epochs", str(args.epochs)] + (["--data", args.data] if args.data else [])
+                   "--seed", str(args.seed), "--epochs", str(args.epochs)]
+            cmd += ["--data", args.data] if args.data else []
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(f"{name} failed:\n{out.stderr}")
@@ -140,7 +141,8 @@ def main(argv=None):
             for name, v in runs.items() if v}
     fastest = min(r["seconds"] for r in rows.values())
     print(f"\nmedian of {args.repeats} runs each\n"
-          "| system | wall time (s) | s / epoch | vs fastest | test accuracy |\n|---|---|---|---|---|")
+          "| system | wall time (s) | s / epoch | vs fastest | test accuracy |\n"
+          "|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / args.epochs:.2f} | "
               f"{r['seconds'] / fastest:.2f}x | {r['test_accuracy']:.4f} |")

@@ -23,12 +23,15 @@ def test_compare_writes_table_json_and_ratios(tmp_path, capsys):
                            str(tmp_path), "--tag", "smoke"])
     out = capsys.readouterr().out
     assert "| 2 |" in out and "| 8 |" in out and "% of GEMM peak" in out
+    assert "fastmlp engine" in out and "fastmlp-reference engine" in out
     written = json.loads(next(tmp_path.glob("compare-smoke-*.json")).read_text())
     assert written["flops_per_sample"] == compare.flops_per_sample()
     assert set(written["median_samples_per_s"]) == {"fastmlp", "fastmlp-reference",
                                                     "fastmlp-fused"}
     assert all(len(v) == 2 for v in written["samples_per_s"]["fastmlp"].values())
     assert written["gemm_gflops"] > 0 and record["machine"]["device"] == "cpu"
+    assert written["engines"]["fastmlp-reference"] == {"2": "layer", "8": "layer"}
+    assert set(written["engines"]["fastmlp"].values()) <= {"cpu-gemm", "cpu-rows", "layer"}
 
 
 def test_missing_peers_are_skipped_with_a_message(monkeypatch, capsys):

@@ -1,9 +1,9 @@
 """Training-step and inference throughput of 784-128-64-10 per batch size.
 
 Each body is one training step (forward, backward, SGD update) or one forward
-pass on a fixed random batch, on each device and kernel path; samples/s goes
-to ``benchmark.extra_info``. CI runs these with ``--benchmark-disable`` (each
-body once) as a smoke test; measure with::
+pass on a fixed random batch, on each device and kernel path; samples/s and
+the step engine that ran go to ``benchmark.extra_info``. CI runs these with
+``--benchmark-disable`` (each body once) as a smoke test; measure with::
 
     pytest benchmarks --benchmark-enable --benchmark-group-by=param:batch_size
 """
@@ -21,9 +21,9 @@ KERNELS = ["reference", "fused", "auto"]
 def _setup(device, kernels, activation, batch_size):
     model = fm.MLP(SIZES, activation=activation, device=device, kernels=kernels, seed=0)
     rng = np.random.default_rng(0)
-    x = model._as_x(rng.random((batch_size, SIZES[0]), dtype=np.float32))
-    y, _ = model._as_y(rng.integers(0, SIZES[-1], batch_size), batch_size)
-    return model, x, y
+    data = model.prepare(rng.random((batch_size, SIZES[0]), dtype=np.float32),
+                         rng.integers(0, SIZES[-1], batch_size))
+    return model, data.x, data.y
 
 
 def _record(benchmark, batch_size, kind):
@@ -39,18 +39,20 @@ def _record(benchmark, batch_size, kind):
 def test_train_step(benchmark, device, kernels, activation, batch_size):
     model, x, y = _setup(device, kernels, activation, batch_size)
     opt = fm.optim.SGD(lr=0.01)
-    opt.init([model._params], model.ops)
+    opt.init([model.params], model.ops)
+    engine = model.engine_for(batch_size, opt, sample=x)   # as fit() runs a step
     sync = model.backend.synchronize
 
     def step():
-        model._train_step(x, y, None, opt)
+        engine.train_step(x, y, None, opt)
         sync()
 
     step()                                   # warm-up: compilation, first allocations
     benchmark.group = f"train batch={batch_size}"
     benchmark(step)
     _record(benchmark, batch_size, "train")
-    assert np.isfinite(model.backend.to_numpy(model._params)).all()
+    benchmark.extra_info["engine"] = model.step_path.engine
+    assert np.isfinite(model.backend.to_numpy(model.params)).all()
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -61,7 +63,7 @@ def test_inference(benchmark, device, kernels, activation, batch_size):
     sync = model.backend.synchronize
 
     def infer():
-        p = model.ops.output(model.loss, model._logits(x))
+        p = model.ops.output(model.loss, model.logits(x))
         sync()
         return p
 

@@ -5,15 +5,15 @@
     history = model.fit(x, y, epochs=10, batch_size=128, optimizer="adam", lr=1e-3)
 """
 
-from fastmlp import optim
+from fastmlp import engines, optim
 from fastmlp.backend import get_backend
 from fastmlp.gradcheck import gradcheck
-from fastmlp.io import load
-from fastmlp.model import MLP
+from fastmlp.model import MLP, Prepared, load
 from fastmlp.train import History
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "History", "optim", "gradcheck", "load", "get_backend", "datasets"]
+__all__ = ["MLP", "Prepared", "History", "optim", "gradcheck", "load", "get_backend",
+           "engines", "datasets"]
 
 
 def __getattr__(name):

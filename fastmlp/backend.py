@@ -28,7 +28,8 @@ _auto_logged = False
 class Backend:
     """Arrays, ops and transfers for one device.
 
-    Attributes: ``name`` ("cpu" or "cuda:N"), ``xp`` (numpy or cupy),
+    Attributes: ``name`` ("cpu" or "cuda:N"), ``kind`` ("cpu" or "cuda": what
+    step engines match their ``devices`` against), ``xp`` (numpy or cupy),
     ``ops`` (the default op table), ``device_id`` (the GPU's index, None on
     the CPU) and ``is_cuda``.
     """
@@ -38,12 +39,13 @@ class Backend:
         self.xp = xp
         self.device_id = device_id
         self.is_cuda = device_id is not None
+        self.kind = "cuda" if self.is_cuda else "cpu"
         self._tables = {"reference": ReferenceOps(xp)}
         self._fused = None
 
     def ops_for(self, kernels="auto"):
         """The op table of a kernel path: "reference" (plain xp, the ground
-        truth), "fused" (Numba kernels: ``kernels/cpu.py`` or ``kernels/cuda.py``;
+        truth), "fused" (Numba kernels: ``kernels/cpu_ops.py`` or ``kernels/cuda.py``;
         the reference table when Numba is missing) or "auto" (the fastest
         measured on this kind of device: fused on the CPU; on CUDA the
         reference table until the fused one has been measured on a GPU)."""
@@ -128,7 +130,7 @@ class Backend:
 def _cpu_ops():
     # Numba costs ~0.3 s to import: only when a model first asks for fused ops.
     try:
-        from fastmlp.kernels.cpu import CpuOps
+        from fastmlp.kernels.cpu_ops import CpuOps
     except ImportError as e:
         log.warning("Numba is unavailable (%s): using the reference kernels", e)
         return None

@@ -12,7 +12,8 @@ def _sizes(text):
     try:
         sizes = [int(s) for s in text.replace("-", ",").split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes must look like 784,128,64,10, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"sizes must look like 784,128,64,10, got {text!r}") from None
     if len(sizes) < 2:
         raise argparse.ArgumentTypeError("sizes needs at least an input and an output width")
     return sizes
@@ -22,7 +23,7 @@ def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value

@@ -42,22 +42,21 @@ def gradcheck(model, x, y, eps=1e-5, tol=1e-6, floor=1e-8, max_checks=None, seed
     m = MLP(**{**model.config(), "dtype": "float64", "dropout": 0.0}, device=model.backend)
     be = m.backend
     with be.scope():
-        m._params[...] = model._params
-        x = m._as_x(x)
-        y, _ = m._as_y(y, x.shape[0])
-        m._step_grad(x, y, train=False)
-        analytic = be.to_numpy(m._grads).copy()
+        m.params[...] = model.params
+        data = m.prepare(x, y)
+        m.gradient(data.x, data.y)
+        analytic = be.to_numpy(m.grads).copy()
         idx = np.arange(m.n_params)
         if max_checks is not None and max_checks < m.n_params:
             idx = np.random.default_rng(seed).choice(m.n_params, max_checks, replace=False)
         numeric = np.empty(len(idx))
-        p = m._params
+        p = m.params
         for j, i in enumerate(idx):
             orig = float(p[i])
             p[i] = orig + eps
-            up = m._evaluate(x, y, None)["loss"]
+            up = m.evaluate(data)["loss"]
             p[i] = orig - eps
-            down = m._evaluate(x, y, None)["loss"]
+            down = m.evaluate(data)["loss"]
             p[i] = orig
             numeric[j] = (up - down) / (2 * eps)
     a = analytic[idx]

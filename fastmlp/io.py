@@ -5,11 +5,17 @@ optimizer's state as ``optimizer.<i>.<slot>``, and string metadata:
 ``format`` ("fastmlp"), ``format_version``, and as JSON the model ``config``,
 the shuffling ``rng`` state and the ``optimizer`` (name, hyperparameters, step
 count). Nothing is ever unpickled.
+
+This module knows files, not the model class: :func:`save` and
+:func:`restore` work through the model's public attributes, and
+:func:`fastmlp.load` builds the model between :func:`read` and
+:func:`restore`.
 """
 
 import json
 import os
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,7 +39,7 @@ def save(model, path, include_optimizer=True):
             tensors[f"biases.{i}"] = be.to_numpy(b)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
             "config": json.dumps(model.config()),
-            "rng": json.dumps(model._host_rng.bit_generator.state)}
+            "rng": json.dumps(model.rng.bit_generator.state)}
     opt = model.optimizer
     if include_optimizer and opt is not None and opt.state is not None:
         meta["optimizer"] = json.dumps({"name": opt.name, "config": opt.config(), "t": opt.t})
@@ -65,7 +71,19 @@ def _atomic_write(path, data):
             os.close(dfd)
 
 
-def _read(path):
+class Checkpoint(NamedTuple):
+    """What :func:`read` found in a file: the tensors by name, the model
+    config, the optimizer's metadata and the host RNG state (None if absent)."""
+
+    tensors: dict
+    config: dict
+    optimizer: dict
+    rng: dict
+
+
+def read(path):
+    """The :class:`Checkpoint` in ``path``; ValueError for a truncated,
+    foreign or newer-format file (FileNotFoundError etc. as they come)."""
     from safetensors import safe_open
 
     if os.path.isdir(path):
@@ -92,26 +110,18 @@ def _read(path):
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastmlp (checkpoint format {version}); "
                          f"this version reads format <= {FORMAT_VERSION}: upgrade fastmlp")
-    return tensors, config, opt_meta, rng
+    return Checkpoint(tensors, config, opt_meta, rng)
 
 
-def load(path, device="auto"):
-    """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
-    (as ``model.optimizer``) when the file holds one.
-
-    Raises ValueError for a truncated, foreign or newer-format file.
-    """
+def restore(model, checkpoint, path):
+    """Fill ``model`` (built from ``checkpoint.config``) with the stored
+    parameters, RNG state and optimizer; ValueError naming ``path`` when
+    they do not fit the model."""
     from fastmlp import optim
-    from fastmlp.model import MLP
 
-    tensors, config, opt_meta, rng = _read(path)
-    try:
-        model = MLP(**config, device=device)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: the stored model config is invalid ({e})") from None
-    host = np.empty(model.n_params, dtype=model.dtype)
-    views = model._views(host)
-    for kind, arrays in zip(("weights", "biases"), views):
+    tensors = checkpoint.tensors
+    host = np.empty(model.layout.size, dtype=model.dtype)
+    for kind, arrays in zip(("weights", "biases"), model.layout.views(host)):
         for i, view in enumerate(arrays):
             if view is None:
                 continue
@@ -121,21 +131,22 @@ def load(path, device="auto"):
                 raise ValueError(f"{path}: {kind}.{i} should have shape {view.shape}, "
                                  f"found {found}")
             view[...] = stored
-    model._adopt(model._place(model.backend, host))
-    if rng is not None:       # so that resumed shuffling continues where it stopped
+    be = model.backend
+    with be.scope():
+        model.params[...] = be.asarray(host)
+    if checkpoint.rng is not None:       # so that resumed shuffling continues where it stopped
         try:
-            model._host_rng.bit_generator.state = rng
+            model.rng.bit_generator.state = checkpoint.rng
         except (TypeError, ValueError, KeyError) as e:
             raise ValueError(f"{path}: the stored RNG state is invalid ({e})") from None
+    opt_meta = checkpoint.optimizer
     if opt_meta is not None:
-        be = model.backend
         with be.scope():
             state = {k[len("optimizer."):]: be.asarray(v, dtype=model.dtype)
                      for k, v in tensors.items() if k.startswith("optimizer.")}
         try:
             opt = optim.get(opt_meta["name"], **opt_meta["config"])
-            opt.load_state([model._params], state, opt_meta["t"], model.ops)
+            opt.load_state([model.params], state, opt_meta["t"], model.ops)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
         model.optimizer = opt
-    return model

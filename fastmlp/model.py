@@ -1,22 +1,30 @@
-"""The multi-layer perceptron: parameters, forward, backward, inference.
+"""The multi-layer perceptron: parameters, input checks, steps, inference.
 
-All parameters live in one flat device buffer, and ``weights[i]`` /
-``biases[i]`` are views into it, so an optimizer updates the whole network in
-one call per state array and a checkpoint is one contiguous copy. Gradients
-mirror that layout in a second buffer. Every array operation goes through
-``self.backend`` (``xp`` and the op table): nothing here knows the device.
+All parameters live in one flat device buffer (``params``, laid out by
+``layout``), and ``weights[i]`` / ``biases[i]`` are views into it, so an
+optimizer updates the whole network in one call per state array and a
+checkpoint is one contiguous copy. Gradients mirror that layout in a
+second buffer (``grads``). How a step runs is a step engine's business
+(``fastmlp.engines``); every array operation goes through ``self.backend``
+(``xp`` and the op table): nothing here knows the device.
 """
 
+import logging
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 
-from fastmlp import activations, losses
+from fastmlp import activations, engines, io, losses
 from fastmlp.backend import get_backend
+from fastmlp.engines.layer import forward
+from fastmlp.layout import Layout
 
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
 _PREDICT_CHUNK = 8192
+_ENGINES_KEPT = 8                # engines kept per model, one per (batch size, ...) key
+log = logging.getLogger("fastmlp")
 
 
 def _check_sizes(sizes):
@@ -73,7 +81,8 @@ def _check_init(init, activation):
         return activations.ACTIVATIONS[activation]
     if isinstance(init, Real) and not isinstance(init, bool):
         if not init > 0:
-            raise ValueError(f"a numeric init is the std of a normal init and must be > 0, got {init}")
+            raise ValueError(f"a numeric init is the std of a normal init and must be > 0, "
+                             f"got {init}")
         return float(init)
     if init not in _INITS:
         raise ValueError(f"unknown init {init!r}: choose one of {list(_INITS)} or a float std")
@@ -86,6 +95,17 @@ def _init_weight(rng, fan_in, fan_out, init):
         return rng.uniform(-limit, limit, (fan_in, fan_out))
     std = {"he": np.sqrt(2.0 / fan_in), "normal": 0.01}.get(init, init)
     return rng.normal(0.0, std, (fan_in, fan_out))
+
+
+class Prepared(NamedTuple):
+    """Inputs checked and converted once by :meth:`MLP.prepare`: ``x`` (N,
+    n_in) and dense targets ``y`` (N, K) as device arrays in the model's
+    dtype, and ``targets``, what the hit count compares predictions with
+    (class ids, 0/1 labels; None for regression or without ``y``)."""
+
+    x: object
+    y: object = None
+    targets: object = None
 
 
 class MLP:
@@ -108,18 +128,24 @@ class MLP:
         kernels: the op table: "auto" (the fastest measured for the device),
             "fused" (the Numba kernels) or "reference" (plain array code, the
             ground truth).
+        engine: how training steps run: "auto" (the factory picks per batch
+            size, see :mod:`fastmlp.engines`) or an engine's name ("layer",
+            "cpu-gemm", "cpu-rows"); a named engine that cannot run a case
+            raises ValueError saying why.
 
     ``weights[i]`` (fan_in, fan_out) and ``biases[i]`` (fan_out,) are the live
-    parameter arrays on the model's device: change them in place.
+    parameter arrays on the model's device: change them in place. ``params``
+    and ``grads`` are the flat buffers behind them, laid out by ``layout``;
+    ``step_path`` says which engine ran the last steps and why.
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", *, reduction="mean",
                  init=None, dtype="float32", device="auto", seed=None, dropout=0.0, bias=True,
-                 kernels="auto"):
+                 kernels="auto", engine="auto"):
         self.sizes = _check_sizes(sizes)
         self.activation = activations.check(activation)
-        self._loss = losses.get(loss, reduction)
-        if self._loss.name == "cross_entropy" and self.sizes[-1] < 2:
+        self.loss_fn = losses.get(loss, reduction)
+        if self.loss_fn.name == "cross_entropy" and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs at least 2 outputs; for one output use "
                              "loss='binary_cross_entropy'")
         self.reduction = reduction
@@ -128,18 +154,21 @@ class MLP:
         self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self.bias = bool(bias)
         self.seed = _check_seed(seed)
+        self.engine = engines.check_name(engine)
+        self.layout = Layout(self.sizes, self.bias)
         self.optimizer = None
+        self.step_path = None
         self.backend = get_backend(device)
         self.kernels = kernels
         self.ops = self.backend.ops_for(kernels)
-        # The host RNG draws the init and the shuffles; the device RNG, dropout masks.
-        self._host_rng = np.random.default_rng(self.seed)
+        #: the host RNG: draws the init and every epoch's shuffle (checkpointed)
+        self.rng = np.random.default_rng(self.seed)
         parts = []
         for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            parts.append(_init_weight(self._host_rng, fan_in, fan_out, self.init).ravel())
+            parts.append(_init_weight(self.rng, fan_in, fan_out, self.init).ravel())
             if self.bias:
                 parts.append(np.zeros(fan_out))
-        self._dropout_seed = int(self._host_rng.integers(2**63))
+        self._dropout_seed = int(self.rng.integers(2**63))
         self._adopt(self._place(self.backend, np.concatenate(parts)))
 
     # --- parameters -------------------------------------------------------
@@ -152,36 +181,26 @@ class MLP:
 
     def _adopt(self, placed):
         """Make ``_place``'s buffers the model's, with per-layer views."""
-        self._params, self._grads, self._rng = placed
-        self.weights, self.biases = self._views(self._params)
-        self._gweights, self._gbiases = self._views(self._grads)
-
-    def _views(self, flat):
-        weights, biases, at = [], [], 0
-        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
-            weights.append(flat[at:at + fan_in * fan_out].reshape(fan_in, fan_out))
-            at += fan_in * fan_out
-            if self.bias:
-                biases.append(flat[at:at + fan_out])
-                at += fan_out
-        return weights, biases if self.bias else [None] * len(weights)
+        self.params, self.grads, self.dropout_rng = placed
+        self.weights, self.biases = self.layout.views(self.params)
+        self._engines = {}             # engines hold views of the buffers: choose afresh
 
     @property
     def loss(self):
         """The loss name."""
-        return self._loss.name
+        return self.loss_fn.name
 
     @property
     def n_params(self):
         """Number of trainable scalars."""
-        return int(self._params.size)
+        return self.layout.size
 
     def config(self):
         """The constructor arguments that rebuild this architecture."""
         return {"sizes": self.sizes, "activation": self.activation, "loss": self.loss,
                 "reduction": self.reduction, "init": self.init, "dtype": self.dtype.name,
                 "dropout": list(self.dropout), "bias": self.bias, "seed": self.seed,
-                "kernels": self.kernels}
+                "kernels": self.kernels, "engine": self.engine}
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
@@ -193,7 +212,7 @@ class MLP:
         if new is self.backend:
             return self
         old, ops = self.backend, new.ops_for(self.kernels)
-        placed = self._place(new, old.to_numpy(self._params))    # nothing changes until all is moved
+        placed = self._place(new, old.to_numpy(self.params))    # nothing changes until all is moved
         opt = self.optimizer
         if opt is not None and opt.state is not None:
             with new.scope():
@@ -204,6 +223,21 @@ class MLP:
         return self
 
     # --- input checks (before anything changes) ---------------------------
+
+    def prepare(self, x, y=None):
+        """Check and convert inputs once: a :class:`Prepared` of device arrays
+        (x (N, n_in) and dense targets (N, K) in the model's dtype, and the
+        targets that hit counts compare with) for :meth:`train_step`,
+        :meth:`gradient`, :meth:`logits` and :meth:`evaluate`.
+
+        Raises ValueError or TypeError naming the problem: wrong shapes,
+        NaN or inf, labels out of range, targets that do not fit the loss.
+        """
+        with self.backend.scope():
+            x = self._as_x(x)
+            if y is None:
+                return Prepared(x)
+            return Prepared(x, *self._as_y(y, x.shape[0]))
 
     def _as_x(self, x):
         n_in = self.sizes[0]
@@ -264,113 +298,71 @@ class MLP:
             raise ValueError("cross_entropy targets must be class ids, or one-hot / probability "
                              "rows (non-negative, each summing to 1)")
         dense = xp.ascontiguousarray(a, dtype=self.dtype)
-        return dense, self._loss.targets(dense)
+        targets = self.loss_fn.targets(dense)
+        if targets is not None and targets.dtype.kind == "i":
+            targets = targets.astype(xp.int64, copy=False)
+        return dense, targets
 
-    # --- forward and backward ---------------------------------------------
+    def _check_prepared(self, x, y):
+        """TypeError unless x and y look like what :meth:`prepare` returns
+        (a cheap look at shapes and dtypes, not at the values)."""
+        k = self.sizes[-1]
+        ok = (getattr(x, "ndim", 0) == 2 and x.shape[1] == self.sizes[0] and x.dtype == self.dtype
+              and getattr(y, "shape", None) == (x.shape[0], k) and y.dtype == self.dtype)
+        if not ok:
+            raise TypeError("train_step and gradient take the arrays that model.prepare(x, y) "
+                            "returns: x (n, n_in) and dense y (n, K), on the model's device, "
+                            f"in {self.dtype.name}; got x {_describe(x)}, y {_describe(y)}")
 
-    def _forward(self, x, train=False):
-        """Layer outputs ``outs`` (the last holds the logits), the input each
-        layer saw (after dropout) and the scaled dropout masks (or None)."""
-        xp, ops = self.backend.xp, self.ops
-        ins, outs, keeps = [x], [], []
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            z = xp.matmul(ins[-1], w)
-            if i == last:
-                outs.append(ops.bias_act("identity", z, b))
-                break
-            outs.append(ops.bias_act(self.activation, z, b))
-            rate = self.dropout[i]
-            keep = None
-            if train and rate > 0:   # inverted dropout: scale at train time, not at inference
-                keep = self._rng.random(z.shape, dtype=self.dtype) >= rate
-                keep = keep.astype(self.dtype) * self.dtype.type(1 / (1 - rate))
-                z = z * keep
-            ins.append(z)
-            keeps.append(keep)
-        return ins, outs, keeps
+    # --- steps ----------------------------------------------------------------
 
-    def _backward(self, ins, outs, keeps, dz):
-        """Fill the gradient buffer from the output gradient ``dz``."""
-        xp, ops = self.backend.xp, self.ops
-        for i in range(len(self.weights) - 1, -1, -1):
-            # dot, not matmul: NumPy's matmul is ~4x slower for the (n, 1) @ (1, m)
-            # outer product that a batch of one makes.
-            xp.dot(ins[i].T, dz, out=self._gweights[i])
-            if i == len(self.weights) - 1 and self.bias:
-                ops.bias_grad(dz, self._gbiases[i])
-            if i == 0:
-                break
-            da = xp.matmul(dz, self.weights[i].T)
-            if keeps[i - 1] is not None:
-                da *= keeps[i - 1]
-            dz = ops.act_grad(self.activation, da, outs[i - 1], self._gbiases[i - 1])
+    def engine_for(self, batch_size, optimizer=None, train=True, sample=None, fresh=False):
+        """The step engine that runs batches of ``batch_size`` for this model.
 
-    def _step_grad(self, x, y, t=None, train=True):
-        """Forward and backward on one batch: the summed loss (0-d device array)
-        and, with targets ``t``, the number of hits; gradients land in the buffer."""
-        done = self._whole_step(x, y, t, train)
-        if done is not None:
-            return done
-        ins, outs, keeps = self._forward(x, train)
-        z = outs[-1]
-        hits = self._loss.hits(z, t) if t is not None else None
-        scale = self._loss.scale(self.reduction, *z.shape)
-        loss = self.ops.loss(self.loss, z, y, scale)
-        self._backward(ins, outs, keeps, z)
-        return loss, hits
+        Chosen by :func:`fastmlp.engines.create` on first use for each
+        (batch size, train, optimizer name), from ``sample`` (prepared
+        inputs like those to come) when given, and kept (a few per model);
+        ``fresh`` chooses again. ``step_path`` records the choice and why.
+        """
+        key = (batch_size, train, None if optimizer is None else optimizer.name)
+        found = None if fresh else self._engines.get(key)
+        if found is None:
+            found = engines.create(self, batch_size, optimizer, train, sample, self.engine)
+            self._engines.pop(key, None)
+            while len(self._engines) >= _ENGINES_KEPT:
+                self._engines.pop(next(iter(self._engines)))
+            self._engines[key] = found
+        self.step_path = found[1]
+        return found[0]
 
-    def _compiled(self, op, train):
-        """Whether the op table has the compiled whole-network ``op`` and it
-        covers this model (cross-entropy, no dropout while training)."""
-        return (hasattr(self.ops, op) and self.loss == "cross_entropy"
-                and not (train and any(self.dropout)))
+    def train_step(self, x, y, optimizer, targets=None):
+        """One training step on a prepared batch: forward, backward, update.
 
-    def _whole_step(self, x, y, t, train, sgd_lr=0.0):
-        """The op table's one-call forward + backward (and, with ``sgd_lr``, a
-        plain SGD update) where the op table has one for this case; None otherwise."""
-        if not self._compiled("forward_backward", train):
-            return None
-        scale = self._loss.scale(self.reduction, x.shape[0], self.sizes[-1])
-        return self.ops.forward_backward(self.sizes, self.activation, self.bias, x, y, t,
-                                         self._params, self._grads, scale, sgd_lr)
+        ``x`` and ``y`` are as :meth:`prepare` returns them (TypeError
+        otherwise; their values are not checked again); ``targets``, from
+        the same place, adds the hit count. ``optimizer`` (an
+        :mod:`fastmlp.optim` instance) is initialised for this model first
+        if it is not yet. Returns ``(loss, hits)``: the summed (unreduced)
+        loss of the batch and the number of correct predictions (None
+        without ``targets``), as device scalars or numbers: ``float()`` them.
+        """
+        self._check_prepared(x, y)
+        if not optimizer.is_for([self.params]):
+            optimizer.init([self.params], self.ops)
+        self.optimizer = optimizer
+        return self.engine_for(x.shape[0], optimizer, True, x).train_step(x, y, targets, optimizer)
 
-    def _train_step(self, x, y, t, optimizer):
-        """One training step on device arrays: forward, backward and update.
-        Returns what :meth:`_step_grad` does."""
-        lr = optimizer.plain_sgd_lr()
-        if lr is not None:                # the update fused into the backward pass
-            done = self._whole_step(x, y, t, True, lr)
-            if done is not None:
-                optimizer.t += 1
-                return done
-        loss, hits = self._step_grad(x, y, t)
-        optimizer.step([self._params], [self._grads])
-        return loss, hits
+    def gradient(self, x, y, targets=None, train=False):
+        """Forward and backward on a prepared batch, without an update: the
+        gradient of the reduced loss lands in ``grads``; returns what
+        :meth:`train_step` does. Dropout applies only with ``train``."""
+        self._check_prepared(x, y)
+        return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets)
 
-    def _has_epoch_kernel(self, batch_size, optimizer):
-        """Whether :meth:`_train_epoch` can run this case (plain SGD at batch
-        size 1 with an op table that has ``sgd_epoch``)."""
-        return (batch_size == 1 and optimizer.plain_sgd_lr() is not None
-                and self._compiled("sgd_epoch", True))
-
-    def _train_epoch(self, x, y, t, batch_size, optimizer, order=None):
-        """A whole epoch in one op-table call, over the rows of x in the order
-        of the index array ``order`` (row order when None), where the op table
-        has one for this case (plain SGD at batch size 1 on the CPU); None
-        otherwise."""
-        if not self._has_epoch_kernel(batch_size, optimizer):
-            return None
-        lr = optimizer.plain_sgd_lr()
-        scale = self._loss.scale(self.reduction, 1, self.sizes[-1])
-        done = self.ops.sgd_epoch(self.sizes, self.activation, self.bias, x, y, t,
-                                  self._params, self._grads, scale, lr, order)
-        if done is not None:
-            optimizer.t += x.shape[0]
-        return done
-
-    def _logits(self, x):
-        parts = [self._forward(x[i:i + _PREDICT_CHUNK])[1][-1]
+    def logits(self, x):
+        """The output layer's pre-activations (N, K) for prepared inputs ``x``,
+        on the device, computed in chunks."""
+        parts = [forward(self, x[i:i + _PREDICT_CHUNK])[1][-1]
                  for i in range(0, x.shape[0], _PREDICT_CHUNK)]
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
 
@@ -378,34 +370,35 @@ class MLP:
 
     def predict_proba(self, x):
         """Class probabilities (N, K) as NumPy: softmax or sigmoid of the logits."""
-        if not self._loss.classifier:
+        if not self.loss_fn.classifier:
             raise ValueError(f"predict_proba needs a classification loss; this model's loss "
                              f"is {self.loss!r}: use predict()")
         with self.backend.scope():
-            z = self._logits(self._as_x(x))
+            z = self.logits(self._as_x(x))
             return self.backend.to_numpy(self.ops.output(self.loss, z))
 
     def predict(self, x):
         """Class ids (N,) for cross-entropy, 0/1 (N, K) for binary cross-entropy,
         values (N, K) for regression, as NumPy; (N,) when there is one output."""
         with self.backend.scope():
-            z = self._logits(self._as_x(x))
-            out = self._loss.predict(z)
+            z = self.logits(self._as_x(x))
+            out = self.loss_fn.predict(z)
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
             return self.backend.to_numpy(out)
 
-    def evaluate(self, x, y):
-        """``{"loss": ..., "accuracy": ...}`` on (x, y); accuracy for classifiers only."""
+    def evaluate(self, x, y=None):
+        """``{"loss": ..., "accuracy": ...}`` on (x, y); accuracy for classifiers
+        only. ``x`` may instead be a :class:`Prepared` (with ``y`` left out),
+        which is not checked again."""
         with self.backend.scope():
-            x = self._as_x(x)
-            return self._evaluate(x, *self._as_y(y, x.shape[0]))
-
-    def _evaluate(self, x, y, t):
-        z = self._logits(x)
-        hits = self._loss.hits(z, t) if t is not None else None
-        total = self.ops.loss(self.loss, z, y)
-        return self._loss.summary(total, hits, self.reduction, *z.shape)
+            data = x if isinstance(x, Prepared) and y is None else self.prepare(x, y)
+            if data.y is None:
+                raise TypeError("evaluate needs targets: evaluate(x, y) or evaluate(prepare(x, y))")
+            z = self.logits(data.x)
+            hits = self.loss_fn.hits(z, data.targets) if data.targets is not None else None
+            total = self.ops.loss(self.loss, z, data.y)
+            return self.loss_fn.summary(total, hits, self.reduction, *z.shape)
 
     # --- training and checkpoints -----------------------------------------
 
@@ -423,5 +416,24 @@ class MLP:
 
     def save(self, path, include_optimizer=True):
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""
-        from fastmlp.io import save
-        save(self, path, include_optimizer=include_optimizer)
+        io.save(self, path, include_optimizer=include_optimizer)
+
+
+def load(path, device="auto"):
+    """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
+    (as ``model.optimizer``) when the file holds one.
+
+    Raises ValueError for a truncated, foreign or newer-format file.
+    """
+    checkpoint = io.read(path)
+    try:
+        model = MLP(**checkpoint.config, device=device)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the stored model config is invalid ({e})") from None
+    io.restore(model, checkpoint, path)
+    return model
+
+
+def _describe(a):
+    shape, dtype = getattr(a, "shape", None), getattr(a, "dtype", None)
+    return f"of shape {tuple(shape)} and dtype {dtype}" if shape is not None else type(a).__name__

@@ -61,8 +61,13 @@ class Optimizer:
 
     def is_for(self, params):
         """Whether this optimizer's state was made for exactly these arrays."""
-        return (self._params is not None and len(self._params) == len(params)
-                and all(a is b for a, b in zip(self._params, params)))
+        mine = self._params           # a plain loop: this runs once per train_step
+        if mine is None or len(mine) != len(params):
+            return False
+        for a, b in zip(mine, params):
+            if a is not b:
+                return False
+        return True
 
     def _active_slots(self):
         return self.slots
@@ -76,9 +81,16 @@ class Optimizer:
             self._update(p, g, st)
 
     def plain_sgd_lr(self):
-        """The learning rate when a step is exactly ``p -= lr * g`` (so it may
-        be fused into the backward pass), else None."""
+        """The learning rate when a step is exactly ``p -= lr * g`` (so a step
+        engine may fold it into the backward pass), else None."""
         return None
+
+    def advance(self, steps=1):
+        """Count ``steps`` updates that a step engine applied itself, with the
+        update folded into its kernel (see :meth:`plain_sgd_lr`)."""
+        if self.state is None:
+            raise RuntimeError(f"{self!r}.init(params, ops) must be called before advance()")
+        self.t += steps
 
     def state_arrays(self):
         """The state as a flat dict ``{"<i>.<slot>": array}``."""

@@ -1,9 +1,12 @@
 """The fit loop: batching, shuffling, validation, early stopping, history.
 
-The data moves to the model's device once per ``fit``; each epoch draws one
-permutation there and gathers each batch's rows into a reused buffer. Losses and hit counts stay on
-the device as 0-d arrays and are read back once per epoch, so a GPU is never
-made to wait per step.
+The data is checked and moved to the model's device once per ``fit``
+(``model.prepare``); the step engine is chosen once per ``fit``
+(``model.engine_for``); each epoch draws one permutation there and gathers
+each batch's rows into a reused buffer, or hands the whole epoch to the
+engine where it has a call for that. Losses and hit counts stay on the
+device as 0-d arrays and are read back once per epoch, so a GPU is never
+made to wait per step. Only the model's public attributes are used here.
 """
 
 import math
@@ -50,30 +53,28 @@ def _check_int(name, value, lo):
 
 
 def _split(model, x, y, validation_data, validation_split):
-    """Device arrays (x, Y, t) for training and for validation (or None)."""
+    """Prepared training data, and validation data (or None)."""
     if validation_data is not None and validation_split:
         raise ValueError("pass validation_data or validation_split, not both")
-    x = model._as_x(x)
-    y, t = model._as_y(y, x.shape[0])
+    train = model.prepare(x, y)
     if validation_data is not None:
         if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (x_val, y_val)")
-        xv = model._as_x(validation_data[0])
-        return (x, y, t), (xv, *model._as_y(validation_data[1], xv.shape[0]))
+        return train, model.prepare(*validation_data)
     if not validation_split:
-        return (x, y, t), None
+        return train, None
     if isinstance(validation_split, bool) or not isinstance(validation_split, Real):
         raise TypeError(f"validation_split must be a number, got {validation_split!r}")
     if not 0 < validation_split < 1:
         raise ValueError(f"validation_split must be a fraction in (0, 1), got {validation_split}")
-    n_val = int(round(x.shape[0] * validation_split))
-    if not 0 < n_val < x.shape[0]:
+    n = train.x.shape[0]
+    n_val = int(round(n * validation_split))
+    if not 0 < n_val < n:
         raise ValueError(f"validation_split={validation_split} leaves no samples on one side "
-                         f"of {x.shape[0]}")
-    cut = x.shape[0] - n_val      # the last fraction, before shuffling, as Keras does
-    part = lambda a, s: None if a is None else a[s]
-    return ((x[:cut], y[:cut], part(t, slice(None, cut))),
-            (x[cut:], y[cut:], part(t, slice(cut, None))))
+                         f"of {n}")
+    cut = n - n_val               # the last fraction, before shuffling, as Keras does
+    return (type(train)(*(None if a is None else a[:cut] for a in train)),
+            type(train)(*(None if a is None else a[cut:] for a in train)))
 
 
 def _optimizer(model, optimizer, lr):
@@ -115,18 +116,20 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
         early_stopping = _check_int("early_stopping", early_stopping, 1)
     be = model.backend
     with be.scope():
-        (x, y, t), val = _split(model, x, y, validation_data, validation_split)
+        train, val = _split(model, x, y, validation_data, validation_split)
         opt = _optimizer(model, optimizer, lr)
-        if not opt.is_for([model._params]):     # new, or last used on other arrays
-            opt.init([model._params], model.ops)
+        n = train.x.shape[0]
+        bs = n if batch_size is None else min(batch_size, n)
+        engine = model.engine_for(bs, opt, True, train.x, fresh=True)
+        if not opt.is_for([model.params]):     # new, or last used on other arrays
+            opt.init([model.params], model.ops)
         model.optimizer = opt
-        return _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress,
+        return _run(model, engine, opt, train, val, epochs, bs, shuffle, progress,
                     early_stopping)
 
 
-def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patience):
-    be, n = model.backend, x.shape[0]
-    bs = n if batch_size is None else min(batch_size, n)
+def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience):
+    be, (x, y, t), n = model.backend, train, train.x.shape[0]
     history, best, best_params, waited = History(), math.inf, None, 0
     bar = _bar(progress, math.ceil(n / bs))
     # Shuffled batches are gathered into buffers made once. Copying the whole
@@ -137,28 +140,28 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
              for a in (x, y, t)] if shuffle else None)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        perm = be.asarray(model._host_rng.permutation(n)) if shuffle else None
+        perm = be.asarray(model.rng.permutation(n)) if shuffle else None
         if bar is not None:
             bar.reset()
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
-        whole = model._train_epoch(x, y, t, bs, opt, perm)
+        whole = engine.train_epoch(x, y, t, perm, opt)
         if whole is not None:
             total, hits = whole
             if bar is not None:
                 bar.update(math.ceil(n / bs))
         for s in range(0, n if whole is None else 0, bs):
             xb, yb, tb = _rows(be, (x, y, t), perm, bufs, s, min(s + bs, n))
-            loss, h = model._train_step(xb, yb, tb, opt)
+            loss, h = engine.train_step(xb, yb, tb, opt)
             total = total + loss
             if h is not None:
                 hits = hits + h
             if bar is not None:
                 bar.update()
-        logs = _prefixed("train_", model._loss.summary(total, None if t is None else hits,
-                                                       model.reduction, n, y.shape[1]))
+        logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
+                                                         model.reduction, n, y.shape[1]))
         if val is not None:
-            logs.update(_prefixed("val_", model._evaluate(*val)))
+            logs.update(_prefixed("val_", model.evaluate(val)))
         logs["seconds"] = time.perf_counter() - start
         history.append(logs)
         if bar is not None:
@@ -167,7 +170,7 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
         if patience is not None:
             score = logs["val_loss" if val is not None else "train_loss"]
             if score < best:
-                best, best_params, waited = score, model._params.copy(), 0
+                best, best_params, waited = score, model.params.copy(), 0
                 history.best_epoch = epoch
             else:
                 waited += 1
@@ -176,7 +179,7 @@ def _run(model, opt, x, y, t, val, epochs, batch_size, shuffle, progress, patien
     if bar is not None:
         bar.close()
     if best_params is not None:
-        model._params[...] = best_params
+        model.params[...] = best_params
     return history
 
 
@@ -197,5 +200,5 @@ def _prefixed(prefix, logs):
 def _bar(progress, total):
     if not progress:
         return None
-    from tqdm import tqdm    # imported here so `import fastmlp` stays light
+    from tqdm import tqdm  # imported here so `import fastmlp` stays light
     return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)

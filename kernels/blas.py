@@ -11,8 +11,8 @@ The GEMM is called through its address, passed in at run time, so the
 kernels that use it stay cacheable (a ctypes function would bake this
 process's address into the cache). Where NumPy carries no such library
 (other builds, Accelerate on macOS), ``GEMM`` is None and the kernels are
-not used. As with ``vexp.py``, the cache is keyed on ``cpu.py``: touch it
-after editing only this module.
+not used. Numba's on-disk cache is keyed on the files of the kernels that
+call this, not on this one: after editing it, clear ``NUMBA_CACHE_DIR``.
 """
 
 import ctypes

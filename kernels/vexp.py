@@ -12,9 +12,9 @@ error over [-87, 88] is 3.0e-7 (NumPy's float32 ``exp``: 2.0e-7).
 else (float64 needs its accuracy, and is not a speed target). Outside the
 normal range it clamps: e**-inf is 1.2e-38, not 0, and NaN stays NaN.
 
-Numba's on-disk cache is keyed on the file of the kernel that inlines this
-(``cpu.py``): after editing only this module, touch ``cpu.py`` or clear
-``NUMBA_CACHE_DIR``, or the old machine code is used.
+Numba's on-disk cache is keyed on the files of the kernels that inline
+this, not on this one: after editing it, clear ``NUMBA_CACHE_DIR``, or the
+old machine code is used.
 """
 
 import math

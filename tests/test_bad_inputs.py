@@ -67,12 +67,16 @@ CASES = [
     ("unknown device", lambda m: fm.MLP([4, 3], device="tpu"), ValueError, "unknown device"),
     ("unknown kernels", lambda m: fm.MLP([4, 3], kernels="fast"), ValueError,
      "unknown kernels 'fast'"),
+    ("unknown engine", lambda m: fm.MLP([4, 3], engine="gpu"), ValueError,
+     "unknown engine 'gpu'"),
+    ("engine that cannot run the case", lambda m: fm.MLP([4, 8, 3], engine="cpu-rows").fit(X, Y),
+     ValueError, "engine 'cpu-rows' cannot run this model at batch size 20"),
     ("bad dtype", lambda m: fm.MLP([4, 3], dtype="float16"), ValueError, "dtype"),
     ("bad sizes", lambda m: fm.MLP([4]), ValueError, "at least"),
     ("cross_entropy with one output", lambda m: fm.MLP([4, 1]), ValueError,
      "binary_cross_entropy"),
     ("dropout without hidden layers", lambda m: fm.MLP([4, 3], dropout=0.5), ValueError,
-     "no"),
+     "dropout applies after hidden layers, and this model has none"),
     ("seed not an integer", lambda m: fm.MLP([4, 3], seed="a"), TypeError, "seed"),
     ('device="cuda" without a GPU', lambda m: fm.MLP([4, 3], device="cuda"), RuntimeError,
      'pip install "fastmlp[cuda13]"'),
@@ -82,7 +86,7 @@ CASES = [
 
 def _snapshot(model):
     opt = model.optimizer
-    return (model.backend.to_numpy(model._params).copy(), model.backend.name,
+    return (model.backend.to_numpy(model.params).copy(), model.backend.name,
             None if opt is None else (opt.t, {k: model.backend.to_numpy(a).copy()
                                               for k, a in opt.state_arrays().items()}))
 

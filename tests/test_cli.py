@@ -1,7 +1,9 @@
 """The fastmlp command: train on MNIST, info."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import fastmlp as fm
 from fastmlp import cli
@@ -40,6 +42,8 @@ def test_option_errors_come_before_loading_data(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "fastmlp.cli", "info"], capture_output=True,
-                         text=True, check=True).stdout
-    assert "devices:" in out
+    """The ``fastmlp`` command that the install put beside this Python runs."""
+    script = Path(sys.executable).parent / ("fastmlp.exe" if os.name == "nt" else "fastmlp")
+    assert script.is_file(), f"no console script at {script}: is fastmlp installed here?"
+    out = subprocess.run([str(script), "info"], capture_output=True, text=True, check=True).stdout
+    assert f"fastmlp {fm.__version__}" in out and "devices: cpu" in out

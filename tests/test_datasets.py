@@ -201,7 +201,8 @@ def serve():
     def start(directory):
         Path(directory).mkdir(parents=True, exist_ok=True)
         handler = type("Handler", (_Handler,), {"requests": []})
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
+        srv = ThreadingHTTPServer(("127.0.0.1", 0),
+                                  functools.partial(handler, directory=str(directory)))
         threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(srv)
         return f"http://127.0.0.1:{srv.server_address[1]}/", handler.requests
@@ -251,7 +252,8 @@ def test_download_404_then_second_mirror(real_dir, tmp_path, serve):
 
 
 def test_corrupted_download_rejected_then_recovered(real_dir, tmp_path, serve):
-    mirror = _link(real_dir, tmp_path / "bad_mirror", [g for g in GZ_NAMES if not g.startswith("t10k-labels")])
+    mirror = _link(real_dir, tmp_path / "bad_mirror",
+                   [g for g in GZ_NAMES if not g.startswith("t10k-labels")])
     _write_corrupt(real_dir, mirror)
     bad_url, _ = serve(mirror)
     target = tmp_path / "target"

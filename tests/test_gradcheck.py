@@ -51,10 +51,10 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 def test_gradcheck_leaves_model_unchanged_and_samples(device):
     rng = np.random.default_rng(0)
     model = fm.MLP([4, 5, 3], activation="sigmoid", dropout=0.5, seed=0, device=device)
-    before = model.backend.to_numpy(model._params).copy()
+    before = model.backend.to_numpy(model.params).copy()
     result = fm.gradcheck(model, rng.normal(size=(5, 4)), rng.integers(0, 3, 5), max_checks=10)
     assert result.n_checked == 10 and result.ok
-    np.testing.assert_array_equal(model.backend.to_numpy(model._params), before)
+    np.testing.assert_array_equal(model.backend.to_numpy(model.params), before)
     assert model.dtype == np.float32
 
 
@@ -74,7 +74,8 @@ def main():
                                kernels=kernels)
                 r = fm.gradcheck(model, x, y)
                 worst = max(worst, r.max_rel_error)
-                print(f"| {kernels} | {activation} | {loss} | {reduction} | {r.max_rel_error:.2e} | "
+                print(f"| {kernels} | {activation} | {loss} | {reduction} "
+                      f"| {r.max_rel_error:.2e} | "
                       f"{r.n_checked} |")
     print(f"\nworst max relative error: {worst:.2e}")
 

@@ -59,8 +59,8 @@ def test_round_trip_keeps_config_weights_and_predictions(device, blobs, tmp_path
     assert loaded.config() == model.config()
     assert loaded.backend is model.backend
     assert loaded.dtype == model.dtype and loaded.n_params == model.n_params
-    assert type(loaded._params) is type(model._params)
-    assert loaded._params is not model._params
+    assert type(loaded.params) is type(model.params)
+    assert loaded.params is not model.params
     (w0, b0), (w1, b1) = _host(model), _host(loaded)
     assert len(w1) == len(w0)
     for a, b in zip(w0 + b0, w1 + b1):
@@ -119,7 +119,7 @@ def test_optimizer_state_is_saved_and_restored(device, blobs, tmp_path):
     a, b = orig.state_arrays(), opt.state_arrays()
     assert set(b) == set(a) == {"0.m", "0.v"}
     for key in a:
-        assert type(b[key]) is type(loaded._params)
+        assert type(b[key]) is type(loaded.params)
         assert b[key].dtype == a[key].dtype
         np.testing.assert_array_equal(loaded.backend.to_numpy(b[key]),
                                       model.backend.to_numpy(a[key]))
@@ -394,4 +394,4 @@ def test_resume_after_load_matches_uninterrupted_training_with_shuffling(blobs, 
     b = fastmlp.load(tmp_path / "a.safetensors", device="cpu")
     a.fit(x, y, epochs=2)
     b.fit(x, y, epochs=2)
-    np.testing.assert_array_equal(a._params, b._params)
+    np.testing.assert_array_equal(a.params, b.params)

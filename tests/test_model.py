@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp.engines.layer import forward
 
 
 def test_parameters_are_live_views_with_the_right_shapes(device):
@@ -35,14 +36,14 @@ def test_init_schemes(activation, init, check):
 
 def test_seed_makes_init_reproducible():
     a, b, c = (fm.MLP([4, 8, 2], seed=s, device="cpu") for s in (1, 1, 2))
-    np.testing.assert_array_equal(a._params, b._params)
-    assert not np.array_equal(a._params, c._params)
+    np.testing.assert_array_equal(a.params, b.params)
+    assert not np.array_equal(a.params, c.params)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", np.float64])
 def test_dtypes(device, dtype):
     model = fm.MLP([4, 3], dtype=dtype, device=device)
-    assert model._params.dtype == np.dtype(dtype)
+    assert model.params.dtype == np.dtype(dtype)
     assert model.predict_proba(np.ones((2, 4))).dtype == np.dtype(dtype)
 
 
@@ -66,11 +67,11 @@ def test_dropout_only_while_training(device):
     model = fm.MLP([50, 400, 3], dropout=0.5, seed=0, device=device)
     x = model.backend.asarray(np.ones((8, 50), np.float32))
     np.testing.assert_array_equal(model.predict_proba(x), model.predict_proba(x))
-    ins, outs, keeps = model._forward(x, train=True)
+    ins, outs, keeps = forward(model, x, model.dropout_rng)
     kept = model.backend.to_numpy(keeps[0])
     assert set(np.unique(kept)) == {0.0, 2.0}             # inverted: survivors scaled by 1/(1-p)
     assert 0.4 < (kept > 0).mean() < 0.6
-    _, _, keeps = model._forward(x, train=False)
+    _, _, keeps = forward(model, x)
     assert keeps == [None]
 
 
@@ -83,7 +84,8 @@ def test_extreme_inputs_give_no_overflow_warning_or_nan(device):
         warnings.simplefilter("error")
         p = model.predict_proba(x)
         result = model.evaluate(x, [1, 0])
-        fm.MLP([2, 3, 1], loss="binary_cross_entropy", init=1000.0, device=device).evaluate(x, [1, 0])
+        bce = fm.MLP([2, 3, 1], loss="binary_cross_entropy", init=1000.0, device=device)
+        bce.evaluate(x, [1, 0])
     assert np.isfinite(p).all() and np.isfinite(result["loss"])
 
 
@@ -91,13 +93,13 @@ def test_to_moves_parameters_and_optimizer_state(device, blobs):
     x, y = blobs
     model = fm.MLP([4, 8, 3], seed=0, device="cpu")
     model.fit(x, y, epochs=2, optimizer="adam")
-    params, proba = model._params.copy(), model.predict_proba(x)
+    params, proba = model.params.copy(), model.predict_proba(x)
     assert model.to(device) is model
     assert model.backend.name.startswith(device)
-    np.testing.assert_array_equal(model.backend.to_numpy(model._params), params)
+    np.testing.assert_array_equal(model.backend.to_numpy(model.params), params)
     np.testing.assert_allclose(model.predict_proba(x), proba, rtol=1e-5)
     state = model.optimizer.state_arrays()
-    assert all(type(a) is type(model._params) for a in state.values())
+    assert all(type(a) is type(model.params) for a in state.values())
     model.fit(x, y, epochs=1)                 # resumes on the new device
     assert model.optimizer.t == 3 * 3         # 90 samples in batches of 32, 3 epochs
 
@@ -107,4 +109,4 @@ def test_repr_and_config_round_trip():
     assert repr(model) == ("MLP([4, 8, 3], activation='tanh', loss='cross_entropy', "
                            "dtype='float32', device='cpu')")
     clone = fm.MLP(**model.config(), device="cpu")
-    np.testing.assert_array_equal(clone._params, model._params)
+    np.testing.assert_array_equal(clone.params, model.params)

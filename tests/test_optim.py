@@ -415,10 +415,10 @@ def test_training_reduces_loss(device, blobs, kwargs):
     if not isinstance(kwargs["optimizer"], str):
         assert opt is kwargs["optimizer"]
     for key, a in opt.state_arrays().items():
-        assert type(a) is type(model._params), key
-        assert a.shape == model._params.shape and a.dtype == model._params.dtype
+        assert type(a) is type(model.params), key
+        assert a.shape == model.params.shape and a.dtype == model.params.dtype
         if model.backend.is_cuda:
-            assert a.device == model._params.device
+            assert a.device == model.params.device
     if opt.name != "sgd" or opt.momentum:
         assert opt.state_arrays(), "a stateful optimizer kept no state"
 

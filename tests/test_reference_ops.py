@@ -42,7 +42,8 @@ def _softmax(z):
 @pytest.mark.parametrize("loss, value, grad", [
     ("cross_entropy", lambda z, y: -(y * np.log(_softmax(z))).sum(), lambda z, y: _softmax(z) - y),
     ("binary_cross_entropy",
-     lambda z, y: -(y * np.log(1 / (1 + np.exp(-z))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-z)))).sum(),
+     lambda z, y: -(y * np.log(1 / (1 + np.exp(-z)))
+                    + (1 - y) * np.log(1 - 1 / (1 + np.exp(-z)))).sum(),
      lambda z, y: 1 / (1 + np.exp(-z)) - y),
     ("mse", lambda z, y: ((z - y) ** 2).sum(), lambda z, y: 2 * (z - y)),
     ("l1", lambda z, y: np.abs(z - y).sum(), lambda z, y: np.sign(z - y)),

@@ -36,7 +36,7 @@ def test_one_hot_labels_train_exactly_like_class_ids(device, blobs):
     a, b = _model(device), _model(device)
     a.fit(x, y, epochs=2)
     b.fit(x, np.eye(3)[y], epochs=2)
-    np.testing.assert_allclose(a.backend.to_numpy(a._params), b.backend.to_numpy(b._params),
+    np.testing.assert_allclose(a.backend.to_numpy(a.params), b.backend.to_numpy(b.params),
                                rtol=1e-6)
 
 
@@ -53,7 +53,7 @@ def test_full_batch_gradient_descent_is_deterministic_without_shuffle(blobs):
     a, b = _model("cpu"), _model("cpu")
     a.fit(x, y, epochs=3, batch_size=None, shuffle=False, optimizer="sgd", lr=0.1)
     b.fit(x[::-1], y[::-1], epochs=3, batch_size=None, shuffle=False, optimizer="sgd", lr=0.1)
-    np.testing.assert_allclose(a._params, b._params, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-5, atol=1e-7)
 
 
 def test_same_seed_same_training(blobs):
@@ -61,7 +61,7 @@ def test_same_seed_same_training(blobs):
     a, b = _model("cpu", dropout=0.3), _model("cpu", dropout=0.3)
     a.fit(x, y, epochs=2)
     b.fit(x, y, epochs=2)
-    np.testing.assert_array_equal(a._params, b._params)
+    np.testing.assert_array_equal(a.params, b.params)
 
 
 def test_validation_data_is_scored_each_epoch(device, blobs):
@@ -124,9 +124,9 @@ def test_an_optimizer_moved_to_another_model_starts_fresh_there(blobs):
     opt = fm.optim.Adam(lr=0.01)
     a.fit(x, y, epochs=1, optimizer=opt)
     b.fit(x, y, epochs=1, optimizer=opt)
-    assert opt.state[0]["m"].shape == b._params.shape
+    assert opt.state[0]["m"].shape == b.params.shape
     a.fit(x, y, epochs=1)
-    assert opt.state[0]["m"].shape == a._params.shape and opt.t == 3
+    assert opt.state[0]["m"].shape == a.params.shape and opt.t == 3
 
 
 def test_numpy_scalars_are_fine_everywhere(blobs):

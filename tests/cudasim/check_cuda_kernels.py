@@ -38,7 +38,8 @@ def test_act_grad_with_column_sums(dtype, activation):
     _close(GPU.act_grad(activation, da.copy(), a, db_gpu),
            REF.act_grad(activation, da.copy(), a, db_ref), dtype)
     _close(db_gpu, db_ref, dtype)
-    _close(GPU.act_grad(activation, da.copy(), a, None), REF.act_grad(activation, da.copy(), a, None),
+    _close(GPU.act_grad(activation, da.copy(), a, None),
+           REF.act_grad(activation, da.copy(), a, None),
            dtype)
 
 

@@ -1,0 +1,87 @@
+"""The step-engine interface: what every way of running a training step provides."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Case:
+    """What an engine is chosen for: batches of ``batch_size`` rows, with
+    dropout (``train``) or without, updated by ``optimizer`` (None: gradients
+    only), on inputs of which ``density`` (a fraction, when it was measured)
+    are non-zero."""
+
+    batch_size: int
+    train: bool = True
+    optimizer: object = field(default=None, compare=False)
+    density: float = None
+
+
+@dataclass(frozen=True)
+class StepPath:
+    """Which engine runs the steps, why, and why each engine tried before it
+    declined: ``{engine name: reason}``."""
+
+    engine: str
+    reason: str
+    declined: dict = field(default_factory=dict)
+
+    def __str__(self):
+        text = f"{self.engine}: {self.reason}"
+        if self.declined:
+            text += "; not " + "; not ".join(f"{k} ({v})" for k, v in self.declined.items())
+        return text
+
+
+class Engine:
+    """One way to run training steps for one model, in the spirit of
+    tiny-cuda-nn's network implementations.
+
+    A subclass names itself (``name``), says in one line what it is and
+    when it wins (``summary``), says which cases it cannot run
+    (:meth:`declines`), owns whatever scratch it needs (per model: never
+    shared between models), and computes gradients (:meth:`grad`). It may
+    fuse the optimizer's update into the step (:meth:`train_step`) and run
+    a whole epoch in one call (:meth:`train_epoch`). Engines read and write
+    the model only through its public seams: ``params``, ``grads``,
+    ``layout``, ``ops``, ``backend``, ``loss_fn``.
+
+    Every method takes device arrays as :meth:`fastmlp.MLP.prepare` makes
+    them: ``x`` (n, n_in), dense targets ``y`` (n, K) in the model's dtype,
+    and ``targets`` (what ``loss_fn.hits`` compares with, or None: no hit
+    count). ``loss`` is the summed, unreduced loss and ``hits`` a count,
+    either as device scalars or Python numbers.
+    """
+
+    name = None
+    summary = ""
+
+    @classmethod
+    def declines(cls, model, case):
+        """Why this engine cannot run ``case`` for ``model`` (a short
+        sentence), or None when it can."""
+        return None
+
+    def __init__(self, model, case):
+        self.model = model
+        self.case = case
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r} batch_size={self.case.batch_size}>"
+
+    def grad(self, x, y, targets=None):
+        """Forward and backward on one batch: ``(loss, hits)``; the gradient
+        of the reduced loss lands in ``model.grads``."""
+        raise NotImplementedError
+
+    def train_step(self, x, y, targets, optimizer):
+        """One step: gradients, then ``optimizer``'s update. ``(loss, hits)``."""
+        loss, hits = self.grad(x, y, targets)
+        optimizer.step([self.model.params], [self.model.grads])
+        return loss, hits
+
+    def train_epoch(self, x, y, targets, order, optimizer):
+        """Every row of ``x`` in the order of the index array ``order`` (row
+        order when None), in batches of ``case.batch_size``, in one call:
+        ``(loss, hits)``; None where this engine has no such call for
+        ``optimizer`` (the caller then loops over :meth:`train_step`)."""
+        return None

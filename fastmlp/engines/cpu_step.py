@@ -1,0 +1,90 @@
+"""What the two compiled CPU engines share: what they cover, their
+arguments, their scratch, the plain-SGD fold and the per-sample epoch."""
+
+import numpy as np
+
+from fastmlp.engines.base import Engine
+
+_NO_IDS = np.empty(0, np.int64)
+#: scratch up to this many elements (16 MB of float32) is kept between steps;
+#: a bigger block (a full-batch step) is made per call and not kept alive
+KEEP_SCRATCH = 1 << 22
+
+
+def blas_gemm():
+    """(sgemm, dgemm) addresses of NumPy's CBLAS as an int64 array; empty
+    where NumPy bundles none (then only the row loops are compiled)."""
+    from fastmlp.kernels.cpu_gemm_step import GEMM_ADDRESSES
+    return GEMM_ADDRESSES
+
+
+class CpuStepEngine(Engine):
+    """A whole step (forward, softmax + cross-entropy, backward, and plain
+    SGD folded in) in one compiled call. Subclasses set ``_step`` and
+    ``_epoch`` to their kernels (bound to any leading arguments)."""
+
+    @classmethod
+    def declines(cls, model, case):
+        if model.backend.kind != "cpu":
+            return f"compiled for the CPU; the model is on {model.backend.name}"
+        if model.ops.name != "cpu":
+            return (f"goes with the fused CPU kernels; the model uses the {model.ops.name!r} "
+                    f"op table (kernels={model.kernels!r})")
+        if model.loss != "cross_entropy":
+            return f"fuses softmax + cross-entropy; the loss is {model.loss!r}"
+        if case.train and any(model.dropout):
+            return "draws no dropout masks; the model has dropout"
+        return None
+
+    def __init__(self, model, case):
+        super().__init__(model, case)
+        from fastmlp.kernels.cpu_math import CODES, scratch_layout
+        # own writable copies: Numba types read-only arrays on a slow path (~1 us a call)
+        self._sizes, self._w_at, self._b_at = (a.copy() for a in model.layout.arrays())
+        self._code = CODES[model.activation]
+        self._scratch_layout = scratch_layout
+        self._work, self._rows = None, 0
+        self._scales = {}              # rows -> loss scale, as a Python float
+
+    def _scratch(self, n):
+        """Scratch for a batch of ``n``: this engine's own, grown as needed."""
+        if n <= self._rows:
+            return self._work
+        size = self._scratch_layout(self._sizes, n)[-1]
+        work = np.zeros(size, self.model.dtype)     # zeros: the front block is the zero bias
+        if size <= KEEP_SCRATCH:
+            self._work, self._rows = work, n
+        return work
+
+    def _args(self, x, y, targets, lr, n=None):
+        """The kernels' arguments for steps of ``n`` rows (all of ``x``'s by default)."""
+        m = self.model
+        n = x.shape[0] if n is None else n
+        scale = self._scales.get(n)
+        if scale is None:
+            scale = self._scales[n] = float(m.loss_fn.scale(m.reduction, n, m.sizes[-1]))
+        return (np.ascontiguousarray(x), np.ascontiguousarray(y),
+                _NO_IDS if targets is None else targets, m.params, m.grads, self._sizes,
+                self._w_at, self._b_at, m.bias, self._code, scale, self._scratch(n), float(lr))
+
+    def grad(self, x, y, targets=None):
+        total, hits = self._step(*self._args(x, y, targets, 0.0))
+        return total, (hits if targets is not None else None)
+
+    def train_step(self, x, y, targets, optimizer):
+        lr = optimizer.plain_sgd_lr()
+        if lr is None:
+            return super().train_step(x, y, targets, optimizer)
+        total, hits = self._step(*self._args(x, y, targets, lr))   # the update folded in
+        optimizer.advance()
+        return total, (hits if targets is not None else None)
+
+    def train_epoch(self, x, y, targets, order, optimizer):
+        lr = optimizer.plain_sgd_lr()
+        if lr is None or self.case.batch_size != 1:
+            return None
+        x, y, ids, *rest = self._args(x, y, targets, lr, n=1)
+        order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
+        total, hits = self._epoch(x, y, ids, order, *rest)
+        optimizer.advance(x.shape[0])
+        return total, (hits if targets is not None else None)

@@ -1,0 +1,122 @@
+"""A whole training step of a cross-entropy network in one compiled call:
+the products by the BLAS GEMM that NumPy bundles (``blas.py``), everything
+between them fused (``cpu_math.py``), no Python per layer.
+
+Driven by the ``cpu-gemm`` step engine (``fastmlp/engines/cpu_gemm.py``).
+Parameters and gradients are the model's flat buffers, addressed through
+the offsets of its layout (``sizes``, ``w_at``, ``b_at``); ``work`` is the
+engine's scratch, laid out by ``cpu_math.scratch_layout``. With ``sgd_lr`` > 0,
+plain SGD is folded into the weight-gradient GEMM (``beta = 1``): no
+gradient buffer is written and no update pass runs.
+
+The kernels release the GIL: two threads training two models run at once.
+"""
+
+import numpy as np
+
+from .blas import GEMM, NO_TRANS, TRANS, dgemm_at, sgemm_at
+from .cpu_math import (
+    FAST,
+    IDENTITY,
+    act_grad_rows,
+    bias_act_rows,
+    colsum_add,
+    jit,
+    scratch_layout,
+    softmax_xent,
+)
+
+#: (sgemm, dgemm) addresses of NumPy's CBLAS; empty where NumPy bundles none
+GEMM_ADDRESSES = np.array(GEMM or (), np.int64)
+
+
+@jit(nogil=True)
+def _gemm(gemm, ta, tb, m, n, k, alpha, a, a_at, lda, b, b_at, ldb, beta, c, c_at, ldc):
+    """Row-major C = alpha op(A) op(B) + beta C, on blocks starting at the
+    given element offsets of 1-D buffers, by NumPy's CBLAS at ``gemm``."""
+    i32, i64 = np.int32, np.int64
+    pa = a.ctypes.data + a_at * a.itemsize
+    pb = b.ctypes.data + b_at * b.itemsize
+    pc = c.ctypes.data + c_at * c.itemsize
+    if c.itemsize == 4:
+        sgemm_at(gemm[0], i32(ta), i32(tb), i64(m), i64(n), i64(k), np.float32(alpha), pa,
+                 i64(lda), pb, i64(ldb), np.float32(beta), pc, i64(ldc))
+    else:
+        dgemm_at(gemm[1], i32(ta), i32(tb), i64(m), i64(n), i64(k), np.float64(alpha), pa,
+                 i64(lda), pb, i64(ldb), np.float64(beta), pc, i64(ldc))
+
+
+@jit(fastmath=FAST, nogil=True)
+def gemm_step(gemm, x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale,
+              work, sgd_lr):
+    """Forward, softmax + cross-entropy, backward (and with ``sgd_lr`` > 0
+    the plain SGD update) for the batch ``x`` (n, sizes[0]) with dense
+    targets ``y`` (n, k): ``(loss sum, hits)`` (hits against ``ids`` when
+    it is not empty). The weight-gradient GEMM of a layer runs after its
+    input gradient has been taken from the weights as they were."""
+    n = x.shape[0]
+    n_layers = sizes.size - 1
+    one = params.dtype.type(1)
+    # scalars come in as Python floats: converting them outside costs ~0.5 us a call
+    scale, lr = params.dtype.type(loss_scale), params.dtype.type(sgd_lr)
+    o_at, d0, d1, zero_at, _ = scratch_layout(sizes, n)
+    xs = x.reshape(-1)
+    # plain int64 / float64 arguments, so that _gemm compiles once, not once per
+    # combination of literal constants (cold compile time is a cost users see)
+    nt, tr, at0 = np.int64(NO_TRANS), np.int64(TRANS), np.int64(0)
+    for l in range(n_layers):                    # forward: Z = A W, then bias + activation
+        fi, fo = sizes[l], sizes[l + 1]
+        if l == 0:
+            _gemm(gemm, nt, nt, n, fo, fi, 1.0, xs, at0, fi, params, w_at[l], fo, 0.0, work,
+                  o_at[l], fo)
+        else:
+            _gemm(gemm, nt, nt, n, fo, fi, 1.0, work, o_at[l - 1], fi, params, w_at[l], fo,
+                  0.0, work, o_at[l], fo)
+        b = params[b_at[l]:b_at[l] + fo] if has_bias else work[zero_at:zero_at + fo]
+        bias_act_rows(work[o_at[l]:o_at[l] + n * fo], b, code if l < n_layers - 1 else IDENTITY)
+    k = sizes[n_layers]
+    z_at = o_at[n_layers - 1]
+    total, hits = softmax_xent(work[z_at:z_at + n * k].reshape(n, k), y, ids,
+                               work[d0:d0 + n * k].reshape(n, k), scale, True)
+    folded = lr > 0
+    target = params if folded else grads
+    step = -lr if folded else one
+    cur, other = d0, d1
+    for l in range(n_layers - 1, -1, -1):        # backward, last layer first
+        fi, fo = sizes[l], sizes[l + 1]
+        if has_bias and l == n_layers - 1:       # the other layers' come with f'(A) below
+            gb = target[b_at[l]:b_at[l] + fo]
+            if not folded:
+                gb[:] = 0
+            colsum_add(work[cur:cur + n * fo], step, gb)
+        if l > 0:                                # dA = dZ W^T, from W as it was; then f'(A)
+            _gemm(gemm, nt, tr, n, fi, fo, 1.0, work, cur, fo, params, w_at[l], fo, 0.0, work,
+                  other, fi)
+            act_grad_rows(work[other:other + n * fi], work[o_at[l - 1]:o_at[l - 1] + n * fi], fi,
+                          code, has_bias, step, folded, target[b_at[l - 1]:b_at[l - 1] + fi])
+        beta = 1.0 if folded else 0.0            # W (+)= step * A^T dZ
+        if l == 0:
+            _gemm(gemm, tr, nt, fi, fo, n, np.float64(step), xs, at0, fi, work, cur, fo, beta,
+                  target, w_at[l], fo)
+        else:
+            _gemm(gemm, tr, nt, fi, fo, n, np.float64(step), work, o_at[l - 1], fi, work, cur,
+                  fo, beta, target, w_at[l], fo)
+        cur, other = other, cur
+    return total, hits
+
+
+@jit(nogil=True)
+def gemm_sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, w_at, b_at, has_bias, code,
+                   loss_scale, work, sgd_lr):
+    """Per-sample plain SGD over the rows of ``x`` in the order of ``order``
+    (row order when it is empty), one compiled call for the epoch:
+    ``(loss sum, hits)``."""
+    total, hits = 0.0, 0
+    for s in range(x.shape[0]):
+        r = order[s] if order.size > 0 else s
+        ids_r = ids[r:r + 1] if ids.size > 0 else ids
+        loss, h = gemm_step(gemm, x[r:r + 1], y[r:r + 1], ids_r, params, grads, sizes, w_at, b_at,
+                            has_bias, code, loss_scale, work, sgd_lr)
+        total += loss
+        hits += h
+    return total, hits

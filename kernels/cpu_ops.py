@@ -1,0 +1,117 @@
+"""The CPU op table: the reference ops, with the passes that win by
+measurement fused into one Numba loop each, and the optimizer updates.
+
+``CpuOps`` subclasses ``ReferenceOps``: an op it does not override, or a
+case it hands back with ``super()``, stays on the reference path. The tanh
+forward and the float64 sigmoid forward stay there on purpose: NumPy's SIMD
+``tanh`` and ``exp`` beat Numba's scalar libm calls. Every kernel here has its
+reference twin, and the tests hold them equal. GEMMs stay in NumPy's BLAS.
+The whole-step kernels are elsewhere: ``cpu_gemm_step.py`` and
+``cpu_row_step.py``, driven by the step engines.
+"""
+
+import math
+
+import numpy as np
+
+from .cpu_math import CODES, act_grad_rows, bias_act_rows, colsum_add, jit, softmax_xent
+from .reference import ReferenceOps
+
+_NO_IDS = np.empty(0, np.int64)
+
+
+@jit()
+def _sgd(p, g, v, lr, momentum, nesterov, weight_decay, has_v):
+    for i in range(p.size):
+        gi = g[i] + weight_decay * p[i]
+        if has_v:
+            vi = momentum * v[i] + gi
+            v[i] = vi
+            gi = gi + momentum * vi if nesterov else vi
+        p[i] -= lr * gi
+
+
+@jit()
+def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2):
+    one = p.dtype.type(1)
+    step = lr / bc1
+    inv_bc2 = one / bc2
+    decay = one - lr * weight_decay
+    for i in range(p.size):
+        gi = g[i]
+        if decoupled:
+            p[i] *= decay
+        else:
+            gi += weight_decay * p[i]
+        mi = beta1 * m[i] + (one - beta1) * gi
+        vi = beta2 * v[i] + (one - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
+
+
+class CpuOps(ReferenceOps):
+    """The op table with Numba-fused kernels for NumPy arrays. Stateless:
+    one instance serves every model on the CPU."""
+
+    name = "cpu"
+
+    def __init__(self):
+        super().__init__(np)
+
+    def bias_act(self, activation, z, b):
+        if (activation not in ("relu", "sigmoid") or not z.flags.c_contiguous
+                or (activation == "sigmoid" and z.dtype != np.float32)):
+            return super().bias_act(activation, z, b)
+        if b is None:
+            b = np.zeros(z.shape[1], z.dtype)
+        bias_act_rows(z.reshape(-1), b, CODES[activation])
+        return z
+
+    def act_grad(self, activation, da, a, db):
+        if not (da.flags.c_contiguous and a.flags.c_contiguous):
+            return super().act_grad(activation, da, a, db)
+        act_grad_rows(da.reshape(-1), a.reshape(-1), da.shape[1], CODES[activation],
+                      db is not None, da.dtype.type(1), False, da[0] if db is None else db)
+        return da
+
+    def bias_grad(self, dz, db):
+        if not dz.flags.c_contiguous:
+            return super().bias_grad(dz, db)
+        db[:] = 0
+        colsum_add(dz.reshape(-1), dz.dtype.type(1), db)
+
+    def loss(self, loss, z, y, scale=None):
+        if loss != "cross_entropy" or not (z.flags.c_contiguous and y.flags.c_contiguous):
+            return super().loss(loss, z, y, scale)
+        cast = z.dtype.type
+        total, _ = softmax_xent(z, y.astype(z.dtype, copy=False), _NO_IDS, z,
+                                cast(0 if scale is None else scale), scale is not None)
+        return total
+
+    def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
+        flat = _flat(p, g, v)
+        if flat is None:
+            return super().sgd(p, g, v, lr, momentum, nesterov, weight_decay)
+        p, g, v = flat
+        cast = p.dtype.type
+        _sgd(p, g, p if v is None else v, cast(lr), cast(momentum), nesterov, cast(weight_decay),
+             v is not None)
+
+    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
+        flat = _flat(p, g, m, v)
+        if flat is None:
+            return super().adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t)
+        cast = p.dtype.type
+        _adam(*flat, cast(lr), cast(beta1), cast(beta2), cast(eps), cast(weight_decay), decoupled,
+              cast(1 - beta1 ** t), cast(1 - beta2 ** t))
+
+
+def _flat(*arrays):
+    """1-D views of same-shape C-contiguous arrays (None stays None), or None
+    when a view is impossible and the reference op must run instead."""
+    shape = arrays[0].shape
+    for a in arrays:
+        if a is not None and (a.shape != shape or not a.flags.c_contiguous):
+            return None
+    return tuple(None if a is None else a.reshape(-1) for a in arrays)
