@@ -29,7 +29,7 @@ class Backend:
     """Arrays, ops and transfers for one device.
 
     Attributes: ``name`` ("cpu" or "cuda:N"), ``kind`` ("cpu" or "cuda": what
-    step engines match their ``devices`` against), ``xp`` (numpy or cupy),
+    a step engine checks to decline a device it is not built for), ``xp`` (numpy or cupy),
     ``ops`` (the default op table), ``device_id`` (the GPU's index, None on
     the CPU) and ``is_cuda``.
     """

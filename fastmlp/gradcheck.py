@@ -39,7 +39,9 @@ def gradcheck(model, x, y, eps=1e-5, tol=1e-6, floor=1e-8, max_checks=None, seed
     if max_checks is not None and (isinstance(max_checks, bool) or not isinstance(max_checks, int)
                                    or max_checks < 1):
         raise ValueError(f"max_checks must be None or a positive integer, got {max_checks!r}")
-    m = MLP(**{**model.config(), "dtype": "float64", "dropout": 0.0}, device=model.backend)
+    # engine "auto": the check's own batch may not suit an engine the model was told to use
+    m = MLP(**{**model.config(), "dtype": "float64", "dropout": 0.0}, device=model.backend,
+            engine="auto")
     be = m.backend
     with be.scope():
         m.params[...] = model.params

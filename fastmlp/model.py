@@ -23,7 +23,7 @@ from fastmlp.layout import Layout
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
 _PREDICT_CHUNK = 8192
-_ENGINES_KEPT = 8                # engines kept per model, one per (batch size, ...) key
+_ENGINES_KEPT = 4                # engines kept per model, one per (batch size, ...) key
 log = logging.getLogger("fastmlp")
 
 
@@ -129,9 +129,10 @@ class MLP:
             "fused" (the Numba kernels) or "reference" (plain array code, the
             ground truth).
         engine: how training steps run: "auto" (the factory picks per batch
-            size, see :mod:`fastmlp.engines`) or an engine's name ("layer",
-            "cpu-gemm", "cpu-rows"); a named engine that cannot run a case
-            raises ValueError saying why.
+            size, see :mod:`fastmlp.engines`) or one of
+            ``fastmlp.engines.NAMES``; a named engine that cannot run a case
+            raises ValueError saying why. Like ``device``, it is a choice of
+            this process, not part of the model: checkpoints do not keep it.
 
     ``weights[i]`` (fan_in, fan_out) and ``biases[i]`` (fan_out,) are the live
     parameter arrays on the model's device: change them in place. ``params``
@@ -200,7 +201,7 @@ class MLP:
         return {"sizes": self.sizes, "activation": self.activation, "loss": self.loss,
                 "reduction": self.reduction, "init": self.init, "dtype": self.dtype.name,
                 "dropout": list(self.dropout), "bias": self.bias, "seed": self.seed,
-                "kernels": self.kernels, "engine": self.engine}
+                "kernels": self.kernels}
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
@@ -303,16 +304,18 @@ class MLP:
             targets = targets.astype(xp.int64, copy=False)
         return dense, targets
 
-    def _check_prepared(self, x, y):
-        """TypeError unless x and y look like what :meth:`prepare` returns
-        (a cheap look at shapes and dtypes, not at the values)."""
+    def _check_prepared(self, x, y, targets):
+        """TypeError unless x, y and targets look like what :meth:`prepare`
+        returns (a cheap look at shapes and dtypes, not at the values)."""
         k = self.sizes[-1]
         ok = (getattr(x, "ndim", 0) == 2 and x.shape[1] == self.sizes[0] and x.dtype == self.dtype
-              and getattr(y, "shape", None) == (x.shape[0], k) and y.dtype == self.dtype)
+              and getattr(y, "shape", None) == (x.shape[0], k) and y.dtype == self.dtype
+              and (targets is None or getattr(targets, "shape", (None,))[0] == x.shape[0]))
         if not ok:
             raise TypeError("train_step and gradient take the arrays that model.prepare(x, y) "
-                            "returns: x (n, n_in) and dense y (n, K), on the model's device, "
-                            f"in {self.dtype.name}; got x {_describe(x)}, y {_describe(y)}")
+                            "returns: x (n, n_in), dense y (n, K), on the model's device, in "
+                            f"{self.dtype.name}, and targets of n rows or None; got x "
+                            f"{_describe(x)}, y {_describe(y)}, targets {_describe(targets)}")
 
     # --- steps ----------------------------------------------------------------
 
@@ -320,11 +323,11 @@ class MLP:
         """The step engine that runs batches of ``batch_size`` for this model.
 
         Chosen by :func:`fastmlp.engines.create` on first use for each
-        (batch size, train, optimizer name), from ``sample`` (prepared
+        (batch size, train, optimizer instance), from ``sample`` (prepared
         inputs like those to come) when given, and kept (a few per model);
         ``fresh`` chooses again. ``step_path`` records the choice and why.
         """
-        key = (batch_size, train, None if optimizer is None else optimizer.name)
+        key = (batch_size, train, optimizer)     # the optimizer by identity
         found = None if fresh else self._engines.get(key)
         if found is None:
             found = engines.create(self, batch_size, optimizer, train, sample, self.engine)
@@ -346,17 +349,18 @@ class MLP:
         loss of the batch and the number of correct predictions (None
         without ``targets``), as device scalars or numbers: ``float()`` them.
         """
-        self._check_prepared(x, y)
+        self._check_prepared(x, y, targets)
+        engine = self.engine_for(x.shape[0], optimizer, True, x)   # may refuse: before changes
         if not optimizer.is_for([self.params]):
             optimizer.init([self.params], self.ops)
         self.optimizer = optimizer
-        return self.engine_for(x.shape[0], optimizer, True, x).train_step(x, y, targets, optimizer)
+        return engine.train_step(x, y, targets, optimizer)
 
     def gradient(self, x, y, targets=None, train=False):
         """Forward and backward on a prepared batch, without an update: the
         gradient of the reduced loss lands in ``grads``; returns what
         :meth:`train_step` does. Dropout applies only with ``train``."""
-        self._check_prepared(x, y)
+        self._check_prepared(x, y, targets)
         return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets)
 
     def logits(self, x):
@@ -391,8 +395,10 @@ class MLP:
         """``{"loss": ..., "accuracy": ...}`` on (x, y); accuracy for classifiers
         only. ``x`` may instead be a :class:`Prepared` (with ``y`` left out),
         which is not checked again."""
+        if isinstance(x, Prepared) and y is not None:
+            raise TypeError("pass a Prepared alone: evaluate(model.prepare(x, y))")
         with self.backend.scope():
-            data = x if isinstance(x, Prepared) and y is None else self.prepare(x, y)
+            data = x if isinstance(x, Prepared) else self.prepare(x, y)
             if data.y is None:
                 raise TypeError("evaluate needs targets: evaluate(x, y) or evaluate(prepare(x, y))")
             z = self.logits(data.x)

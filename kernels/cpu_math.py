@@ -59,9 +59,9 @@ def _consts(v):
 # --- one scalar definition per activation and derivative --------------------------
 
 def act(v, code):
-    """f(v) for the activation ``code``, in v's float type; compiled through
-    the overload below (callable only from compiled code)."""
-    raise NotImplementedError("compiled code only")
+    """f(v) for the activation ``code``, in v's float type. The maths is the
+    overload below; a call from Python runs that compiled code too."""
+    return _act_from_python(v, code)
 
 
 @overload(act)
@@ -83,8 +83,9 @@ def _act(v, code):
 
 
 def act_grad(g, a, code):
-    """g * f'(z), written from the output a = f(z); compiled through the overload."""
-    raise NotImplementedError("compiled code only")
+    """g * f'(z), written from the output a = f(z). The maths is the overload
+    below; a call from Python runs that compiled code too."""
+    return _act_grad_from_python(g, a, code)
 
 
 @overload(act_grad)
@@ -103,6 +104,16 @@ def _act_grad(g, a, code):
             r = g
         return r
     return impl
+
+
+@numba.njit
+def _act_from_python(v, code):
+    return act(v, code)
+
+
+@numba.njit
+def _act_grad_from_python(g, a, code):
+    return act_grad(g, a, code)
 
 
 # --- fused passes -------------------------------------------------------------------

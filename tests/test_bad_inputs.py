@@ -71,6 +71,8 @@ CASES = [
      "unknown engine 'gpu'"),
     ("engine that cannot run the case", lambda m: fm.MLP([4, 8, 3], engine="cpu-rows").fit(X, Y),
      ValueError, "engine 'cpu-rows' cannot run this model at batch size 20"),
+    ("evaluate with a Prepared and targets", lambda m: m.evaluate(m.prepare(X, Y), Y), TypeError,
+     "pass a Prepared alone"),
     ("bad dtype", lambda m: fm.MLP([4, 3], dtype="float16"), ValueError, "dtype"),
     ("bad sizes", lambda m: fm.MLP([4]), ValueError, "at least"),
     ("cross_entropy with one output", lambda m: fm.MLP([4, 1]), ValueError,

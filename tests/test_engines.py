@@ -158,8 +158,14 @@ def test_the_factory_picks_by_batch_size_density_loss_and_dropout():
         target = np.eye(4)[y] if model_kw.get("loss") == "mse" else y
         model.fit(data, target, epochs=1, optimizer="sgd", lr=0.01, **fit_kw)
         assert model.step_path.engine == want, (model_kw, fit_kw, str(model.step_path))
-        assert model.step_path.reason
     # each refusal is recorded with its reason
+    model = _model()
+    model.fit(x, y, epochs=1, batch_size=16)
+    assert model.step_path.declined["cpu-rows"].endswith("the batch size is 16")
+    model = _model(dropout=0.2)
+    model.fit(x, y, epochs=1, batch_size=16)
+    assert set(model.step_path.declined) == {"cpu-rows", "cpu-gemm"}
+    assert all("dropout" in why for why in model.step_path.declined.values())
     model = _model(loss="mse")
     model.fit(x, np.eye(4)[y], epochs=1, batch_size=16)
     assert "softmax + cross-entropy" in model.step_path.declined["cpu-gemm"]
@@ -213,29 +219,53 @@ def test_the_engine_choice_is_kept_and_made_afresh_where_it_must_be(blobs):
     first = model.engine_for(16, opt)
     assert model.engine_for(16, opt) is first                 # kept per model and key
     assert model.engine_for(16, opt, fresh=True) is not first
-    other = fm.MLP([4, 8, 3], seed=0, device="cpu")
-    assert other.engine_for(16, opt) is not model.engine_for(16, opt)   # never shared
+    other = fm.optim.SGD(lr=0.1, momentum=0.9)                # another optimizer: its own engine
+    assert model.engine_for(16, other).case.optimizer is other
+    assert model.engine_for(16, opt).case.optimizer is opt
     model.train_step(data.x[:16], data.y[:16], opt)
     assert model.step_path.engine == ("cpu-gemm" if HAS_BLAS else "layer")
 
 
-def test_train_step_wants_prepared_arrays(blobs):
+def test_train_step_wants_prepared_arrays_and_changes_nothing_when_refused(blobs):
     x, y = blobs
     model = fm.MLP([4, 8, 3], seed=0, device="cpu")
+    data = model.prepare(x, y)
+    opt = fm.optim.SGD(lr=0.1)
     with pytest.raises(TypeError, match="model.prepare"):
-        model.train_step(x.astype(np.float64), y, fm.optim.SGD(lr=0.1))
-    np.testing.assert_array_equal(model.params, fm.MLP([4, 8, 3], seed=0, device="cpu").params)
+        model.train_step(x.astype(np.float64), y, opt)
+    with pytest.raises(TypeError, match="targets of n rows"):
+        model.train_step(data.x[:10], data.y[:10], opt, targets=data.targets[:2])
+    rows = fm.MLP([4, 8, 3], seed=0, device="cpu", engine="cpu-rows")
+    with pytest.raises(ValueError, match="cannot run this model at batch size 10"):
+        rows.train_step(data.x[:10], data.y[:10], opt)
+    for m in (model, rows):
+        np.testing.assert_array_equal(m.params, fm.MLP([4, 8, 3], seed=0, device="cpu").params)
+        assert m.optimizer is None and opt.state is None
 
 
-def test_a_big_scratch_block_is_not_kept(monkeypatch):
+def test_the_engine_is_a_choice_of_the_process_not_of_the_checkpoint(blobs, tmp_path):
+    x, y = blobs
+    model = fm.MLP([4, 8, 3], seed=0, device="cpu", engine="cpu-rows")
+    model.fit(x, y, epochs=1, batch_size=1, optimizer="sgd", lr=0.1)
+    assert "engine" not in model.config()
+    model.save(tmp_path / "m.safetensors")
+    loaded = fm.load(tmp_path / "m.safetensors", device="cpu")
+    loaded.fit(x, y, epochs=1, batch_size=16)                   # "auto" again: any batch size
+    assert loaded.engine == "auto"
+    assert fm.gradcheck(model, x[:7], y[:7]).ok                 # gradcheck picks its own engine
+
+
+@needs_blas
+@pytest.mark.parametrize("limit, kept", [(cpu_step.KEEP_SCRATCH, True), (10, False)])
+def test_a_big_scratch_block_is_not_kept(monkeypatch, limit, kept):
     """A full-batch step's scratch is made per call, not kept alive by the engine."""
-    monkeypatch.setattr(cpu_step, "KEEP_SCRATCH", 10)
+    monkeypatch.setattr(cpu_step, "KEEP_SCRATCH", limit)
     x, y = _data(8, sparse=False)
     model = _model()
     model.fit(x, y, epochs=1, batch_size=None, optimizer="sgd", lr=0.1)
     engine = model.engine_for(8, model.optimizer)
-    assert model.step_path.engine != "layer" or not HAS_BLAS
-    assert getattr(engine, "_work", None) is None
+    assert model.step_path.engine == "cpu-gemm"
+    assert (engine.scratch_nbytes > 0) == kept
 
 
 # --- scratch belongs to one model ---------------------------------------------------
@@ -270,3 +300,12 @@ def test_two_threads_training_two_same_shaped_models_match_training_them_in_turn
         t.join()
     for a, b in zip(alone, together):
         np.testing.assert_array_equal(a.params, b.params)
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_compiled_cpu_engines_decline_and_say_why(blobs):
+    x, y = blobs
+    model = fm.MLP([4, 8, 3], seed=0, device="cuda")
+    model.fit(x, y, epochs=1, batch_size=1)
+    assert model.step_path.engine == "layer"
+    assert all("compiled for the CPU" in why for why in model.step_path.declined.values())

@@ -1,5 +1,6 @@
 """The step-engine interface: what every way of running a training step provides."""
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 
@@ -32,7 +33,7 @@ class StepPath:
         return text
 
 
-class Engine:
+class Engine(ABC):
     """One way to run training steps for one model, in the spirit of
     tiny-cuda-nn's network implementations.
 
@@ -42,8 +43,9 @@ class Engine:
     shared between models), and computes gradients (:meth:`grad`). It may
     fuse the optimizer's update into the step (:meth:`train_step`) and run
     a whole epoch in one call (:meth:`train_epoch`). Engines read and write
-    the model only through its public seams: ``params``, ``grads``,
-    ``layout``, ``ops``, ``backend``, ``loss_fn``.
+    the model only through its public attributes (``params``, ``grads``,
+    ``layout``, ``weights``, ``ops``, ``backend``, ``loss_fn``, ...).
+    ``case.optimizer`` is the optimizer instance the engine was chosen for.
 
     Every method takes device arrays as :meth:`fastmlp.MLP.prepare` makes
     them: ``x`` (n, n_in), dense targets ``y`` (n, K) in the model's dtype,
@@ -68,10 +70,15 @@ class Engine:
     def __repr__(self):
         return f"<{type(self).__name__} {self.name!r} batch_size={self.case.batch_size}>"
 
+    @property
+    def scratch_nbytes(self):
+        """Bytes of scratch this engine keeps alive between steps."""
+        return 0
+
+    @abstractmethod
     def grad(self, x, y, targets=None):
         """Forward and backward on one batch: ``(loss, hits)``; the gradient
         of the reduced loss lands in ``model.grads``."""
-        raise NotImplementedError
 
     def train_step(self, x, y, targets, optimizer):
         """One step: gradients, then ``optimizer``'s update. ``(loss, hits)``."""

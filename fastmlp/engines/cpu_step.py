@@ -46,6 +46,10 @@ class CpuStepEngine(Engine):
         self._work, self._rows = None, 0
         self._scales = {}              # rows -> loss scale, as a Python float
 
+    @property
+    def scratch_nbytes(self):
+        return 0 if self._work is None else self._work.nbytes
+
     def _scratch(self, n):
         """Scratch for a batch of ``n``: this engine's own, grown as needed."""
         if n <= self._rows:
