@@ -12,6 +12,9 @@ per-sample loss already sums over classes) and over every output element for
 """
 
 from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,16 @@ class Loss:
     per_sample: bool
 
     def scale(self, reduction, n, k):
-        """The factor that turns a summed loss into the reduced one."""
+        """The factor that turns a summed loss into the reduced one: ``n`` is
+        the number of samples, or with per-sample weights their sum (a
+        float, or a 0-d device array; a sum of 0 gives a scale of 0)."""
         if reduction == "sum":
             return 1.0
-        return 1.0 / (n if self.per_sample else n * k)
+        count = n if self.per_sample else n * k
+        if isinstance(count, Real):
+            return 1.0 / count if count else 0.0
+        tiny = float(np.finfo(count.dtype).tiny)           # a device sum: stay on the device
+        return 1.0 / (count + (count == 0) * tiny) * (count != 0)
 
     def targets(self, y):
         """What :meth:`hits` compares logits with, from dense targets (N, K)."""
@@ -39,11 +48,13 @@ class Loss:
             return y > 0.5
         return None
 
-    def hits(self, z, t):
-        """Number of correct predictions in logits ``z`` (0-d device array)."""
-        if self.name == "cross_entropy":
-            return (z.argmax(axis=1) == t).sum()
-        return ((z > 0) == t).sum()
+    def hits(self, z, t, weights=None):
+        """Number of correct predictions in logits ``z`` (0-d device array),
+        each sample counting ``weights[i]`` times when given."""
+        right = z.argmax(axis=1) == t if self.name == "cross_entropy" else (z > 0) == t
+        if weights is None:
+            return right.sum()
+        return (right * (weights if right.ndim == 1 else weights[:, None])).sum()
 
     def predict(self, z):
         """Predictions from logits: class ids, 0/1 labels or values."""
@@ -54,7 +65,9 @@ class Loss:
         return z
 
     def summary(self, total, hits, reduction, n, k):
-        """``{"loss", "accuracy"}`` floats from a summed loss and a hit count."""
+        """``{"loss", "accuracy"}`` floats from a summed loss and a hit count
+        over ``n`` samples (with per-sample weights: their sum, and weighted
+        hits)."""
         out = {"loss": float(total) * self.scale(reduction, n, k)}
         if hits is not None:
             out["accuracy"] = float(hits) / (n if self.per_sample else n * k)

@@ -11,7 +11,6 @@ second buffer (``grads``). How a step runs is a step engine's business
 
 import logging
 from numbers import Integral, Real
-from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from fastmlp import activations, engines, io, losses
 from fastmlp.backend import get_backend
 from fastmlp.engines.layer import forward
 from fastmlp.layout import Layout
+from fastmlp.prepared import Prepared
 
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
@@ -95,17 +95,6 @@ def _init_weight(rng, fan_in, fan_out, init):
         return rng.uniform(-limit, limit, (fan_in, fan_out))
     std = {"he": np.sqrt(2.0 / fan_in), "normal": 0.01}.get(init, init)
     return rng.normal(0.0, std, (fan_in, fan_out))
-
-
-class Prepared(NamedTuple):
-    """Inputs checked and converted once by :meth:`MLP.prepare`: ``x`` (N,
-    n_in) and dense targets ``y`` (N, K) as device arrays in the model's
-    dtype, and ``targets``, what the hit count compares predictions with
-    (class ids, 0/1 labels; None for regression or without ``y``)."""
-
-    x: object
-    y: object = None
-    targets: object = None
 
 
 class MLP:
@@ -225,20 +214,43 @@ class MLP:
 
     # --- input checks (before anything changes) ---------------------------
 
-    def prepare(self, x, y=None):
+    def prepare(self, x, y=None, sample_weight=None):
         """Check and convert inputs once: a :class:`Prepared` of device arrays
-        (x (N, n_in) and dense targets (N, K) in the model's dtype, and the
-        targets that hit counts compare with) for :meth:`train_step`,
-        :meth:`gradient`, :meth:`logits` and :meth:`evaluate`.
+        (x (N, n_in) and dense targets (N, K) in the model's dtype, the
+        targets that hit counts compare with, and the per-sample weights) for
+        :meth:`fit`, :meth:`train_step`, :meth:`gradient`, :meth:`logits` and
+        :meth:`evaluate`.
 
         Raises ValueError or TypeError naming the problem: wrong shapes,
-        NaN or inf, labels out of range, targets that do not fit the loss.
+        NaN or inf, labels out of range, targets that do not fit the loss,
+        negative weights or weights that sum to zero.
         """
         with self.backend.scope():
             x = self._as_x(x)
             if y is None:
+                if sample_weight is not None:
+                    raise TypeError("sample_weight goes with targets: prepare(x, y, sample_weight)")
                 return Prepared(x)
-            return Prepared(x, *self._as_y(y, x.shape[0]))
+            return Prepared(x, *self._as_y(y, x.shape[0]), self._as_weights(sample_weight, x))
+
+    def _as_weights(self, w, x):
+        if w is None:
+            return None
+        xp, n = self.backend.xp, x.shape[0]
+        try:
+            a = self.backend.asarray(w, dtype=self.dtype)
+        except TypeError as e:
+            raise TypeError(f"sample_weight must hold numbers: {e}") from None
+        if a.ndim == 0:
+            a = xp.full(n, a, dtype=self.dtype)
+        if a.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, "
+                             f"got {tuple(a.shape)}")
+        if not bool(xp.isfinite(a).all()) or bool((a < 0).any()):
+            raise ValueError("sample_weight must be finite and non-negative")
+        if not bool((a > 0).any()):
+            raise ValueError("sample_weight sums to zero: no sample would count")
+        return xp.ascontiguousarray(a)
 
     def _as_x(self, x):
         n_in = self.sizes[0]
@@ -304,18 +316,24 @@ class MLP:
             targets = targets.astype(xp.int64, copy=False)
         return dense, targets
 
-    def _check_prepared(self, x, y, targets):
-        """TypeError unless x, y and targets look like what :meth:`prepare`
-        returns (a cheap look at shapes and dtypes, not at the values)."""
+    def _check_prepared(self, x, y, targets, weights):
+        """TypeError unless x, y, targets and weights look like what
+        :meth:`prepare` returns (a cheap look at shapes and dtypes, not at
+        the values)."""
         k = self.sizes[-1]
+        n = getattr(x, "shape", (0,))[0]
         ok = (getattr(x, "ndim", 0) == 2 and x.shape[1] == self.sizes[0] and x.dtype == self.dtype
-              and getattr(y, "shape", None) == (x.shape[0], k) and y.dtype == self.dtype
-              and (targets is None or getattr(targets, "shape", (None,))[0] == x.shape[0]))
+              and getattr(y, "shape", None) == (n, k) and y.dtype == self.dtype
+              and (targets is None or getattr(targets, "shape", (None,))[0] == n)
+              and (weights is None or (getattr(weights, "shape", None) == (n,)
+                                       and weights.dtype == self.dtype)))
         if not ok:
-            raise TypeError("train_step and gradient take the arrays that model.prepare(x, y) "
-                            "returns: x (n, n_in), dense y (n, K), on the model's device, in "
-                            f"{self.dtype.name}, and targets of n rows or None; got x "
-                            f"{_describe(x)}, y {_describe(y)}, targets {_describe(targets)}")
+            raise TypeError("train_step and gradient take the arrays that "
+                            "model.prepare(x, y, sample_weight) returns: x (n, n_in), dense y "
+                            f"(n, K), on the model's device, in {self.dtype.name}, targets of n "
+                            "rows or None and weights (n,) or None; got x "
+                            f"{_describe(x)}, y {_describe(y)}, targets {_describe(targets)}, "
+                            f"weights {_describe(weights)}")
 
     # --- steps ----------------------------------------------------------------
 
@@ -338,30 +356,31 @@ class MLP:
         self.step_path = found[1]
         return found[0]
 
-    def train_step(self, x, y, optimizer, targets=None):
+    def train_step(self, x, y, optimizer, targets=None, weights=None):
         """One training step on a prepared batch: forward, backward, update.
 
         ``x`` and ``y`` are as :meth:`prepare` returns them (TypeError
         otherwise; their values are not checked again); ``targets``, from
-        the same place, adds the hit count. ``optimizer`` (an
+        the same place, adds the hit count, and ``weights`` weights each
+        sample (a mean divides by their sum). ``optimizer`` (an
         :mod:`fastmlp.optim` instance) is initialised for this model first
         if it is not yet. Returns ``(loss, hits)``: the summed (unreduced)
         loss of the batch and the number of correct predictions (None
         without ``targets``), as device scalars or numbers: ``float()`` them.
         """
-        self._check_prepared(x, y, targets)
+        self._check_prepared(x, y, targets, weights)
         engine = self.engine_for(x.shape[0], optimizer, True, x)   # may refuse: before changes
         if not optimizer.is_for([self.params]):
             optimizer.init([self.params], self.ops)
         self.optimizer = optimizer
-        return engine.train_step(x, y, targets, optimizer)
+        return engine.train_step(x, y, targets, optimizer, weights)
 
-    def gradient(self, x, y, targets=None, train=False):
+    def gradient(self, x, y, targets=None, weights=None, train=False):
         """Forward and backward on a prepared batch, without an update: the
         gradient of the reduced loss lands in ``grads``; returns what
         :meth:`train_step` does. Dropout applies only with ``train``."""
-        self._check_prepared(x, y, targets)
-        return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets)
+        self._check_prepared(x, y, targets, weights)
+        return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets, weights)
 
     def logits(self, x):
         """The output layer's pre-activations (N, K) for prepared inputs ``x``,
@@ -391,25 +410,29 @@ class MLP:
                 out = out[:, 0]
             return self.backend.to_numpy(out)
 
-    def evaluate(self, x, y=None):
+    def evaluate(self, x, y=None, sample_weight=None):
         """``{"loss": ..., "accuracy": ...}`` on (x, y); accuracy for classifiers
-        only. ``x`` may instead be a :class:`Prepared` (with ``y`` left out),
-        which is not checked again."""
-        if isinstance(x, Prepared) and y is not None:
-            raise TypeError("pass a Prepared alone: evaluate(model.prepare(x, y))")
+        only; both weighted by ``sample_weight`` when given. ``x`` may instead
+        be a :class:`Prepared` (with ``y`` left out), which is not checked
+        again."""
+        if isinstance(x, Prepared) and (y is not None or sample_weight is not None):
+            raise TypeError("pass a Prepared alone: evaluate(model.prepare(x, y, sample_weight))")
         with self.backend.scope():
-            data = x if isinstance(x, Prepared) else self.prepare(x, y)
+            data = x if isinstance(x, Prepared) else self.prepare(x, y, sample_weight)
             if data.y is None:
                 raise TypeError("evaluate needs targets: evaluate(x, y) or evaluate(prepare(x, y))")
             z = self.logits(data.x)
-            hits = self.loss_fn.hits(z, data.targets) if data.targets is not None else None
-            total = self.ops.loss(self.loss, z, data.y)
-            return self.loss_fn.summary(total, hits, self.reduction, *z.shape)
+            w = data.weights
+            hits = self.loss_fn.hits(z, data.targets, w) if data.targets is not None else None
+            total = self.ops.loss(self.loss, z, data.y, None, w)
+            count = z.shape[0] if w is None else float(w.sum())
+            return self.loss_fn.summary(total, hits, self.reduction, count, z.shape[1])
 
     # --- training and checkpoints -----------------------------------------
 
-    def fit(self, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
-            validation_data=None, validation_split=0.0, progress=False, early_stopping=None):
+    def fit(self, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
+            validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
+            sample_weight=None):
         """Train in place; returns a :class:`fastmlp.train.History`.
 
         See :func:`fastmlp.train.fit` for the arguments.
@@ -418,7 +441,7 @@ class MLP:
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                    shuffle=shuffle, validation_data=validation_data,
                    validation_split=validation_split, progress=progress,
-                   early_stopping=early_stopping)
+                   early_stopping=early_stopping, sample_weight=sample_weight)
 
     def save(self, path, include_optimizer=True):
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""

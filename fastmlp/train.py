@@ -14,6 +14,7 @@ import time
 from numbers import Integral, Real
 
 from fastmlp import optim
+from fastmlp.prepared import Prepared
 
 
 class History:
@@ -52,14 +53,26 @@ def _check_int(name, value, lo):
     return value
 
 
-def _split(model, x, y, validation_data, validation_split):
+def _split(model, x, y, sample_weight, validation_data, validation_split):
     """Prepared training data, and validation data (or None)."""
     if validation_data is not None and validation_split:
         raise ValueError("pass validation_data or validation_split, not both")
-    train = model.prepare(x, y)
+    if isinstance(x, Prepared):
+        if y is not None or sample_weight is not None:
+            raise TypeError("pass a Prepared alone: fit(model.prepare(x, y, sample_weight))")
+        if x.y is None:
+            raise TypeError("fit needs targets: model.prepare(x, y)")
+        train = x
+    elif y is None:
+        raise TypeError("fit needs targets: fit(x, y)")
+    else:
+        train = model.prepare(x, y, sample_weight)
     if validation_data is not None:
-        if not isinstance(validation_data, (list, tuple)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (x_val, y_val)")
+        if isinstance(validation_data, Prepared) and validation_data.y is not None:
+            return train, validation_data
+        if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
+            raise TypeError("validation_data must be (x_val, y_val), (x_val, y_val, "
+                            "sample_weight_val) or a Prepared with targets")
         return train, model.prepare(*validation_data)
     if not validation_split:
         return train, None
@@ -73,8 +86,12 @@ def _split(model, x, y, validation_data, validation_split):
         raise ValueError(f"validation_split={validation_split} leaves no samples on one side "
                          f"of {n}")
     cut = n - n_val               # the last fraction, before shuffling, as Keras does
-    return (type(train)(*(None if a is None else a[:cut] for a in train)),
-            type(train)(*(None if a is None else a[cut:] for a in train)))
+    parts = (Prepared(*(None if a is None else a[:cut] for a in train)),
+             Prepared(*(None if a is None else a[cut:] for a in train)))
+    if train.weights is not None and not all(bool((p.weights > 0).any()) for p in parts):
+        raise ValueError(f"validation_split={validation_split} leaves only zero-weight samples "
+                         "on one side")
+    return parts
 
 
 def _optimizer(model, optimizer, lr):
@@ -86,25 +103,33 @@ def _optimizer(model, optimizer, lr):
     return optim.get("adam" if optimizer is None else optimizer, lr=lr)
 
 
-def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
-        validation_data=None, validation_split=0.0, progress=False, early_stopping=None):
+def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
+        validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
+        sample_weight=None):
     """Train ``model`` in place and return a :class:`History`.
 
     Args:
         x: inputs (N, n_in); y: class ids (N,) or one-hot / targets (N, K).
+            Or ``x`` is a :class:`fastmlp.Prepared` from ``model.prepare``
+            (targets and weights included), which is not checked again.
         epochs: passes over the data.
         batch_size: samples per step; 1 is per-sample SGD, None the full batch.
         optimizer: an :mod:`fastmlp.optim` instance or a name ("sgd", "adam",
             ...); None resumes ``model.optimizer``, or starts Adam.
         lr: learning rate for an optimizer given by name (or resumed).
         shuffle: reshuffle the training data every epoch.
-        validation_data: ``(x_val, y_val)`` scored after each epoch; or
+        validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, w_val)``
+            (or a Prepared) scored after each epoch; or
         validation_split: the last fraction of (x, y) held out for that.
         progress: show a tqdm bar and one summary line per epoch.
         early_stopping: patience in epochs without improvement of the
             validation loss (the training loss without validation); the best
             weights are restored at the end (the optimizer's state is kept as
             it was at the last epoch run).
+        sample_weight: a weight per sample (N,): each sample's loss term
+            counts that many times, and a mean divides by the weights' sum
+            per batch (as scikit-learn does); ``train_loss`` and
+            ``train_accuracy`` are weighted the same way.
 
     Every argument is checked before the model changes: a bad one raises
     ValueError or TypeError and leaves the model as it was.
@@ -116,7 +141,7 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
         early_stopping = _check_int("early_stopping", early_stopping, 1)
     be = model.backend
     with be.scope():
-        train, val = _split(model, x, y, validation_data, validation_split)
+        train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
         opt = _optimizer(model, optimizer, lr)
         n = train.x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
@@ -129,7 +154,8 @@ def fit(model, x, y, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=T
 
 
 def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience):
-    be, (x, y, t), n = model.backend, train, train.x.shape[0]
+    be, (x, y, t, w), n = model.backend, train, train.x.shape[0]
+    count = n if w is None else float(w.sum())        # what the epoch's mean divides by
     history, best, best_params, waited = History(), math.inf, None, 0
     bar = _bar(progress, math.ceil(n / bs))
     # Shuffled batches are gathered into buffers made once. Copying the whole
@@ -137,7 +163,7 @@ def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
     # kernel (plain SGD at batch size 1) takes the permutation itself.
     bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:], a.dtype)
-             for a in (x, y, t)] if shuffle else None)
+             for a in (x, y, t, w)] if shuffle else None)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         perm = be.asarray(model.rng.permutation(n)) if shuffle else None
@@ -145,21 +171,21 @@ def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience
             bar.reset()
             bar.set_description(f"epoch {epoch}/{epochs}")
         total, hits = 0, 0
-        whole = engine.train_epoch(x, y, t, perm, opt)
+        whole = engine.train_epoch(x, y, t, perm, opt, w)
         if whole is not None:
             total, hits = whole
             if bar is not None:
                 bar.update(math.ceil(n / bs))
         for s in range(0, n if whole is None else 0, bs):
-            xb, yb, tb = _rows(be, (x, y, t), perm, bufs, s, min(s + bs, n))
-            loss, h = engine.train_step(xb, yb, tb, opt)
+            xb, yb, tb, wb = _rows(be, (x, y, t, w), perm, bufs, s, min(s + bs, n))
+            loss, h = engine.train_step(xb, yb, tb, opt, wb)
             total = total + loss
             if h is not None:
                 hits = hits + h
             if bar is not None:
                 bar.update()
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
-                                                         model.reduction, n, y.shape[1]))
+                                                         model.reduction, count, y.shape[1]))
         if val is not None:
             logs.update(_prefixed("val_", model.evaluate(val)))
         logs["seconds"] = time.perf_counter() - start

@@ -47,12 +47,13 @@ def _gemm(gemm, ta, tb, m, n, k, alpha, a, a_at, lda, b, b_at, ldb, beta, c, c_a
 
 
 @jit(fastmath=FAST, nogil=True)
-def gemm_step(gemm, x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale,
+def gemm_step(gemm, x, y, ids, sw, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale,
               work, sgd_lr):
     """Forward, softmax + cross-entropy, backward (and with ``sgd_lr`` > 0
     the plain SGD update) for the batch ``x`` (n, sizes[0]) with dense
     targets ``y`` (n, k): ``(loss sum, hits)`` (hits against ``ids`` when
-    it is not empty). The weight-gradient GEMM of a layer runs after its
+    it is not empty), each sample counting ``sw[s]`` times (once when
+    ``sw`` is empty). The weight-gradient GEMM of a layer runs after its
     input gradient has been taken from the weights as they were."""
     n = x.shape[0]
     n_layers = sizes.size - 1
@@ -76,7 +77,7 @@ def gemm_step(gemm, x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code,
         bias_act_rows(work[o_at[l]:o_at[l] + n * fo], b, code if l < n_layers - 1 else IDENTITY)
     k = sizes[n_layers]
     z_at = o_at[n_layers - 1]
-    total, hits = softmax_xent(work[z_at:z_at + n * k].reshape(n, k), y, ids,
+    total, hits = softmax_xent(work[z_at:z_at + n * k].reshape(n, k), y, ids, sw,
                                work[d0:d0 + n * k].reshape(n, k), scale, True)
     folded = lr > 0
     target = params if folded else grads
@@ -106,17 +107,19 @@ def gemm_step(gemm, x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code,
 
 
 @jit(nogil=True)
-def gemm_sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, w_at, b_at, has_bias, code,
+def gemm_sgd_epoch(gemm, x, y, ids, sw, order, params, grads, sizes, w_at, b_at, has_bias, code,
                    loss_scale, work, sgd_lr):
     """Per-sample plain SGD over the rows of ``x`` in the order of ``order``
     (row order when it is empty), one compiled call for the epoch:
-    ``(loss sum, hits)``."""
+    ``(loss sum, hits)``. ``sw`` (per-sample weights) is
+    applied as ``sw[r]`` with ``loss_scale`` unchanged."""
     total, hits = 0.0, 0
     for s in range(x.shape[0]):
         r = order[s] if order.size > 0 else s
         ids_r = ids[r:r + 1] if ids.size > 0 else ids
-        loss, h = gemm_step(gemm, x[r:r + 1], y[r:r + 1], ids_r, params, grads, sizes, w_at, b_at,
-                            has_bias, code, loss_scale, work, sgd_lr)
+        sw_r = sw[r:r + 1] if sw.size > 0 else sw
+        loss, h = gemm_step(gemm, x[r:r + 1], y[r:r + 1], ids_r, sw_r, params, grads, sizes, w_at,
+                            b_at, has_bias, code, loss_scale, work, sgd_lr)
         total += loss
         hits += h
     return total, hits

@@ -179,25 +179,28 @@ def colsum_add(d, step, gb):
 
 
 @jit(fastmath=FAST)
-def softmax_xent(z, y, ids, d, scale, grad):
+def softmax_xent(z, y, ids, w, d, scale, grad):
     """Softmax + cross-entropy of the logits ``z`` (n, k) against dense
     targets ``y`` (n, k): ``(loss sum, hits)``, hits counting rows whose
-    argmax equals ``ids`` (0 when ``ids`` is empty). With ``grad``,
-    (softmax(z) - y) * scale goes to ``d`` (n, k), which may be ``z`` itself.
-    One exp per logit (vectorised for float32); log-sum-exp stable."""
+    argmax equals ``ids`` (0 when ``ids`` is empty). Row s counts ``w[s]``
+    times, in the loss, the hits and the gradient (once when ``w`` is
+    empty). With ``grad``, (softmax(z) - y) * scale * w goes to ``d`` (n, k),
+    which may be ``z`` itself. One exp per logit (vectorised for float32);
+    log-sum-exp stable."""
     n, k = z.shape
     # below float32's normal range fast_exp clamps (to 1.2e-38): count such terms as 0,
     # as NumPy's exp does; float64's exp underflows by itself
     one, tail = z.dtype.type(1), z.dtype.type(-87.3 if z.itemsize == 4 else -1e308)
-    total, hits = 0.0, 0
+    total, hits = 0.0, 0.0
     for s in range(n):
         zs, ys, ds = z[s], y[s], d[s]
+        ws = w[s] if w.size > 0 else one
         best = 0
         for j in range(1, k):
             if zs[j] > zs[best]:
                 best = j
         if ids.size > 0 and best == ids[s]:
-            hits += 1
+            hits += ws
         top = zs[best]
         dot, ysum = 0.0, 0.0
         for j in range(k):                 # before d is written: d may be z
@@ -210,11 +213,11 @@ def softmax_xent(z, y, ids, d, scale, grad):
             acc += e
             if grad:
                 ds[j] = e
-        total += ysum * math.log(acc) - dot
+        total += ws * (ysum * math.log(acc) - dot)
         if grad:
-            inv = one / acc
+            inv, step = one / acc, scale * ws
             for j in range(k):
-                ds[j] = (ds[j] * inv - ys[j]) * scale
+                ds[j] = (ds[j] * inv - ys[j]) * step
     return total, hits
 
 

@@ -18,6 +18,7 @@ from .cpu_math import CODES, act_grad_rows, bias_act_rows, colsum_add, jit, soft
 from .reference import ReferenceOps
 
 _NO_IDS = np.empty(0, np.int64)
+_NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 
 
 @jit()
@@ -81,11 +82,12 @@ class CpuOps(ReferenceOps):
         db[:] = 0
         colsum_add(dz.reshape(-1), dz.dtype.type(1), db)
 
-    def loss(self, loss, z, y, scale=None):
+    def loss(self, loss, z, y, scale=None, weights=None):
         if loss != "cross_entropy" or not (z.flags.c_contiguous and y.flags.c_contiguous):
-            return super().loss(loss, z, y, scale)
+            return super().loss(loss, z, y, scale, weights)
         cast = z.dtype.type
-        total, _ = softmax_xent(z, y.astype(z.dtype, copy=False), _NO_IDS, z,
+        w = _NO_W[z.dtype] if weights is None else weights.astype(z.dtype, copy=False)
+        total, _ = softmax_xent(z, y.astype(z.dtype, copy=False), _NO_IDS, w, z,
                                 cast(0 if scale is None else scale), scale is not None)
         return total
 

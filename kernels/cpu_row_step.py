@@ -77,7 +77,7 @@ def _outer_add(a, idx, step, dz, g):
 
 
 @jit(fastmath=FAST, nogil=True)
-def row_step(x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale, work,
+def row_step(x, y, ids, sw, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale, work,
              sgd_lr):
     """What ``gemm_step`` does, by loops over the rows of ``x``. The backward
     pass walks the rows of each W once: row i gives every sample's input
@@ -104,7 +104,7 @@ def row_step(x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code, loss_s
             bias_act_rows(row, b, code if l < n_layers - 1 else IDENTITY)
     k = sizes[n_layers]
     z_at = o_at[n_layers - 1]
-    total, hits = softmax_xent(work[z_at:z_at + n * k].reshape(n, k), y, ids,
+    total, hits = softmax_xent(work[z_at:z_at + n * k].reshape(n, k), y, ids, sw,
                                work[d0:d0 + n * k].reshape(n, k), scale, True)
     folded = lr > 0                              # backward; deltas alternate between d0 and d1
     target = params if folded else grads
@@ -145,16 +145,18 @@ def row_step(x, y, ids, params, grads, sizes, w_at, b_at, has_bias, code, loss_s
 
 
 @jit(nogil=True)
-def row_sgd_epoch(x, y, ids, order, params, grads, sizes, w_at, b_at, has_bias, code, loss_scale,
-                  work, sgd_lr):
+def row_sgd_epoch(x, y, ids, sw, order, params, grads, sizes, w_at, b_at, has_bias, code,
+                  loss_scale, work, sgd_lr):
     """Per-sample plain SGD over the rows of ``x`` in the order of ``order``
     (row order when it is empty), one compiled call for the epoch, with no
-    shuffled copy of the data: ``(loss sum, hits)``."""
+    shuffled copy of the data: ``(loss sum, hits)``. ``sw`` (per-sample
+    weights) is applied as ``sw[r]`` with ``loss_scale`` unchanged."""
     total, hits = 0.0, 0
     for s in range(x.shape[0]):
         r = order[s] if order.size > 0 else s
         ids_r = ids[r:r + 1] if ids.size > 0 else ids
-        loss, h = row_step(x[r:r + 1], y[r:r + 1], ids_r, params, grads, sizes, w_at, b_at,
+        sw_r = sw[r:r + 1] if sw.size > 0 else sw
+        loss, h = row_step(x[r:r + 1], y[r:r + 1], ids_r, sw_r, params, grads, sizes, w_at, b_at,
                            has_bias, code, loss_scale, work, sgd_lr)
         total += loss
         hits += h

@@ -152,9 +152,9 @@ class CudaOps(ReferenceOps):
             db is not None)
         return da
 
-    def loss(self, loss, z, y, scale=None):
-        if loss != "cross_entropy":
-            return super().loss(loss, z, y, scale)
+    def loss(self, loss, z, y, scale=None, weights=None):
+        if loss != "cross_entropy" or weights is not None:
+            return super().loss(loss, z, y, scale, weights)
         row_loss = self.xp.empty(z.shape[0], dtype=z.dtype)
         t = z.dtype.type
         self._launch(_softmax_xent, z.shape[0])(z, y, row_loss, t(scale or 0), scale is not None)

@@ -12,7 +12,9 @@ Conventions, for every op here and in its fused twins:
 - a loss op returns the *sum* of the per-element losses as a 0-d array (no
   host round trip) and, when ``scale`` is given, overwrites the logits with
   ``scale * dLoss/dZ``. The caller picks ``scale`` from the reduction (1/N for
-  a mean over samples, 1 for a sum).
+  a mean over samples, 1 for a sum). With per-sample ``weights`` (N,), row i's
+  losses and gradient are multiplied by ``weights[i]`` (the caller's scale
+  then divides by the weights' sum for a mean).
 
 Nothing here imports fastmlp: kernels are leaves.
 """
@@ -66,7 +68,7 @@ ACTIVATIONS = {
 }
 
 
-# --- output losses: sum of losses, gradient of the sum times scale in place --
+# --- output losses: per-element losses, gradient times scale in place --------
 
 def _log_softmax(xp, z):
     shifted = z - z.max(axis=1, keepdims=True)
@@ -75,7 +77,7 @@ def _log_softmax(xp, z):
 
 def _cross_entropy(xp, z, y, scale):
     logp = _log_softmax(xp, z)
-    loss = -(y * logp).sum()
+    loss = -(y * logp)
     if scale is not None:
         xp.exp(logp, out=z)          # P = softmax(z)
         z -= y
@@ -85,7 +87,7 @@ def _cross_entropy(xp, z, y, scale):
 
 def _binary_cross_entropy(xp, z, y, scale):
     # log(1 + exp(-|z|)) is the stable form of the softplus tail.
-    loss = (xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))).sum()
+    loss = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
     if scale is not None:
         _sigmoid(xp, z)
         z -= y
@@ -95,7 +97,7 @@ def _binary_cross_entropy(xp, z, y, scale):
 
 def _mse(xp, z, y, scale):
     d = z - y
-    loss = (d * d).sum()
+    loss = d * d
     if scale is not None:
         xp.multiply(d, 2 * scale, out=z)
     return loss
@@ -103,7 +105,7 @@ def _mse(xp, z, y, scale):
 
 def _l1(xp, z, y, scale):
     d = z - y
-    loss = xp.abs(d).sum()
+    loss = xp.abs(d)
     if scale is not None:
         xp.sign(d, out=z)
         z *= scale
@@ -156,13 +158,20 @@ class ReferenceOps:
         self.xp.sum(dz, axis=0, out=db)
 
     # output
-    def loss(self, loss, z, y, scale=None):
-        """Sum of ``loss`` over logits ``z`` and dense targets ``y`` (N, K).
+    def loss(self, loss, z, y, scale=None, weights=None):
+        """Sum of ``loss`` over logits ``z`` and dense targets ``y`` (N, K),
+        each row's terms times ``weights`` (N,) when given.
 
         With ``scale``, ``z`` is overwritten with ``scale * dLoss/dZ``
-        (for cross-entropy that is the fused ``(softmax(Z) - Y) * scale``).
+        (for cross-entropy that is the fused ``(softmax(Z) - Y) * scale``),
+        each row times its weight.
         """
-        return LOSSES[loss][0](self.xp, z, y, scale)
+        terms = LOSSES[loss][0](self.xp, z, y, scale)
+        if weights is None:
+            return terms.sum()
+        if scale is not None:
+            z *= weights[:, None]
+        return (terms.sum(axis=1) * weights).sum()
 
     def output(self, loss, z):
         """The output activation that belongs to ``loss``, in place in ``z``."""

@@ -49,9 +49,11 @@ class Engine(ABC):
 
     Every method takes device arrays as :meth:`fastmlp.MLP.prepare` makes
     them: ``x`` (n, n_in), dense targets ``y`` (n, K) in the model's dtype,
-    and ``targets`` (what ``loss_fn.hits`` compares with, or None: no hit
-    count). ``loss`` is the summed, unreduced loss and ``hits`` a count,
-    either as device scalars or Python numbers.
+    ``targets`` (what ``loss_fn.hits`` compares with, or None: no hit
+    count) and ``weights`` (n,), per-sample weights, or None. ``loss`` is
+    the summed, unreduced loss and ``hits`` a count, both weighted, either
+    as device scalars or Python numbers; a mean reduction divides by the
+    batch's weight sum.
     """
 
     name = None
@@ -76,19 +78,20 @@ class Engine(ABC):
         return 0
 
     @abstractmethod
-    def grad(self, x, y, targets=None):
+    def grad(self, x, y, targets=None, weights=None):
         """Forward and backward on one batch: ``(loss, hits)``; the gradient
         of the reduced loss lands in ``model.grads``."""
 
-    def train_step(self, x, y, targets, optimizer):
+    def train_step(self, x, y, targets, optimizer, weights=None):
         """One step: gradients, then ``optimizer``'s update. ``(loss, hits)``."""
-        loss, hits = self.grad(x, y, targets)
+        loss, hits = self.grad(x, y, targets, weights)
         optimizer.step([self.model.params], [self.model.grads])
         return loss, hits
 
-    def train_epoch(self, x, y, targets, order, optimizer):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
         """Every row of ``x`` in the order of the index array ``order`` (row
         order when None), in batches of ``case.batch_size``, in one call:
         ``(loss, hits)``; None where this engine has no such call for
-        ``optimizer`` (the caller then loops over :meth:`train_step`)."""
+        ``optimizer`` or ``weights`` (the caller then loops over
+        :meth:`train_step`)."""
         return None

@@ -6,6 +6,7 @@ import numpy as np
 from fastmlp.engines.base import Engine
 
 _NO_IDS = np.empty(0, np.int64)
+_NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 #: scratch up to this many elements (16 MB of float32) is kept between steps;
 #: a bigger block (a full-batch step) is made per call and not kept alive
 KEEP_SCRATCH = 1 << 22
@@ -60,35 +61,40 @@ class CpuStepEngine(Engine):
             self._work, self._rows = work, n
         return work
 
-    def _args(self, x, y, targets, lr, n=None):
+    def _args(self, x, y, targets, weights, lr, n=None):
         """The kernels' arguments for steps of ``n`` rows (all of ``x``'s by default)."""
         m = self.model
         n = x.shape[0] if n is None else n
-        scale = self._scales.get(n)
-        if scale is None:
-            scale = self._scales[n] = float(m.loss_fn.scale(m.reduction, n, m.sizes[-1]))
+        if weights is None:
+            scale, w = self._scales.get(n), _NO_W[m.dtype]
+            if scale is None:
+                scale = self._scales[n] = float(m.loss_fn.scale(m.reduction, n, m.sizes[-1]))
+        else:
+            w = np.ascontiguousarray(weights)
+            scale = float(m.loss_fn.scale(m.reduction, float(w.sum()), m.sizes[-1]))
         return (np.ascontiguousarray(x), np.ascontiguousarray(y),
-                _NO_IDS if targets is None else targets, m.params, m.grads, self._sizes,
+                _NO_IDS if targets is None else targets, w, m.params, m.grads, self._sizes,
                 self._w_at, self._b_at, m.bias, self._code, scale, self._scratch(n), float(lr))
 
-    def grad(self, x, y, targets=None):
-        total, hits = self._step(*self._args(x, y, targets, 0.0))
+    def grad(self, x, y, targets=None, weights=None):
+        total, hits = self._step(*self._args(x, y, targets, weights, 0.0))
         return total, (hits if targets is not None else None)
 
-    def train_step(self, x, y, targets, optimizer):
+    def train_step(self, x, y, targets, optimizer, weights=None):
         lr = optimizer.plain_sgd_lr()
         if lr is None:
-            return super().train_step(x, y, targets, optimizer)
-        total, hits = self._step(*self._args(x, y, targets, lr))   # the update folded in
+            return super().train_step(x, y, targets, optimizer, weights)
+        total, hits = self._step(*self._args(x, y, targets, weights, lr))   # update folded in
         optimizer.advance()
         return total, (hits if targets is not None else None)
 
-    def train_epoch(self, x, y, targets, order, optimizer):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
         lr = optimizer.plain_sgd_lr()
-        if lr is None or self.case.batch_size != 1:
+        # with weights, a mean over one sample divides by that sample's weight: the step loop
+        if lr is None or self.case.batch_size != 1 or weights is not None:
             return None
-        x, y, ids, *rest = self._args(x, y, targets, lr, n=1)
+        x, y, ids, w, *rest = self._args(x, y, targets, None, lr, n=1)
         order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
-        total, hits = self._epoch(x, y, ids, order, *rest)
+        total, hits = self._epoch(x, y, ids, w, order, *rest)
         optimizer.advance(x.shape[0])
         return total, (hits if targets is not None else None)

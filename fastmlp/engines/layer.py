@@ -44,12 +44,13 @@ class LayerEngine(Engine):
         super().__init__(model, case)
         self._gweights, self._gbiases = model.layout.views(model.grads)
 
-    def grad(self, x, y, targets=None):
+    def grad(self, x, y, targets=None, weights=None):
         m = self.model
         ins, outs, keeps = forward(m, x, m.dropout_rng if self.case.train else None)
         z = outs[-1]
-        hits = m.loss_fn.hits(z, targets) if targets is not None else None
-        loss = m.ops.loss(m.loss, z, y, m.loss_fn.scale(m.reduction, *z.shape))
+        hits = m.loss_fn.hits(z, targets, weights) if targets is not None else None
+        count = z.shape[0] if weights is None else weights.sum()   # stays on the device
+        loss = m.ops.loss(m.loss, z, y, m.loss_fn.scale(m.reduction, count, z.shape[1]), weights)
         self._backward(ins, outs, keeps, z)
         return loss, hits
 
