@@ -6,10 +6,10 @@ optimizer's state as ``optimizer.<i>.<slot>``, and string metadata:
 the shuffling ``rng`` state and the ``optimizer`` (name, hyperparameters, step
 count). Nothing is ever unpickled.
 
-This module knows files, not the model class: :func:`save` and
-:func:`restore` work through the model's public attributes, and
-:func:`fastmlp.load` builds the model between :func:`read` and
-:func:`restore`.
+This module knows files, not the model class: :func:`snapshot`, :func:`save`
+and :func:`restore` work through the model's public attributes, and
+:func:`fastmlp.load` (and unpickling) builds the model between :func:`read`
+(or a snapshot) and :func:`restore`.
 """
 
 import json
@@ -23,29 +23,50 @@ FORMAT = "fastmlp"
 FORMAT_VERSION = 1
 
 
-def save(model, path, include_optimizer=True):
-    """Write ``model`` to ``path``: a temp file in the same directory, fsync, rename.
+class Checkpoint(NamedTuple):
+    """What :func:`read` found in a file: the tensors by name, the model
+    config, the optimizer's metadata and the host RNG state (None if absent)."""
 
-    The optimizer's state is included when the model has one and
-    ``include_optimizer`` is true, so training can resume after :func:`load`.
-    """
-    from safetensors.numpy import save as st_save
+    tensors: dict
+    config: dict
+    optimizer: dict
+    rng: dict
 
+
+def snapshot(model, include_optimizer=True):
+    """``model``'s state as a :class:`Checkpoint` of host arrays: what
+    :func:`save` writes, and what pickling a model keeps. The optimizer's
+    state is included when the model has one and ``include_optimizer`` is
+    true."""
     be = model.backend
     tensors = {}
     for i, (w, b) in enumerate(zip(model.weights, model.biases)):
         tensors[f"weights.{i}"] = be.to_numpy(w)
         if b is not None:
             tensors[f"biases.{i}"] = be.to_numpy(b)
-    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(model.config()),
-            "rng": json.dumps(model.rng.bit_generator.state)}
-    opt = model.optimizer
+    opt, opt_meta = model.optimizer, None
     if include_optimizer and opt is not None and opt.state is not None:
-        meta["optimizer"] = json.dumps({"name": opt.name, "config": opt.config(), "t": opt.t})
+        opt_meta = {"name": opt.name, "config": opt.config(), "t": opt.t}
         for key, a in opt.state_arrays().items():
             tensors[f"optimizer.{key}"] = be.to_numpy(a)
-    _atomic_write(path, st_save(tensors, metadata=meta))
+    return Checkpoint(tensors, model.config(), opt_meta, model.rng.bit_generator.state)
+
+
+def save(model, path, include_optimizer=True):
+    """Write ``model`` to ``path``: a temp file in the same directory, fsync, rename.
+
+    The optimizer's state is included when the model has one and
+    ``include_optimizer`` is true, so training can resume after
+    :func:`fastmlp.load`.
+    """
+    from safetensors.numpy import save as st_save
+
+    state = snapshot(model, include_optimizer)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(state.config), "rng": json.dumps(state.rng)}
+    if state.optimizer is not None:
+        meta["optimizer"] = json.dumps(state.optimizer)
+    _atomic_write(path, st_save(state.tensors, metadata=meta))
 
 
 def _atomic_write(path, data):
@@ -69,16 +90,6 @@ def _atomic_write(path, data):
             os.fsync(dfd)
         finally:
             os.close(dfd)
-
-
-class Checkpoint(NamedTuple):
-    """What :func:`read` found in a file: the tensors by name, the model
-    config, the optimizer's metadata and the host RNG state (None if absent)."""
-
-    tensors: dict
-    config: dict
-    optimizer: dict
-    rng: dict
 
 
 def read(path):

@@ -10,6 +10,7 @@ second buffer (``grads``). How a step runs is a step engine's business
 """
 
 import logging
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -446,6 +447,24 @@ class MLP:
     def save(self, path, include_optimizer=True):
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""
         io.save(self, path, include_optimizer=include_optimizer)
+
+    def __getstate__(self):
+        # Host copies of the parameters, optimizer state and RNG, the device's name
+        # and the engine choice: never device pointers, compiled kernels or scratch.
+        return {"checkpoint": io.snapshot(self), "device": self.backend.name,
+                "engine": self.engine}
+
+    def __setstate__(self, state):
+        device = state["device"]
+        try:
+            get_backend(device)
+        except RuntimeError as e:
+            warnings.warn(f"a model pickled on {device} is unpickled on the CPU: {e}",
+                          RuntimeWarning, stacklevel=2)
+            device = "cpu"
+        checkpoint = state["checkpoint"]
+        self.__init__(**checkpoint.config, device=device, engine=state["engine"])
+        io.restore(self, checkpoint, "a pickled model")
 
 
 def load(path, device="auto"):

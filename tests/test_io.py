@@ -11,6 +11,7 @@ from safetensors.numpy import save_file
 import fastmlp
 import fastmlp.io
 from fastmlp import optim
+from fastmlp.backend import cuda_status
 
 TMP_GLOB = ".fastmlp-*.tmp"
 
@@ -395,3 +396,37 @@ def test_resume_after_load_matches_uninterrupted_training_with_shuffling(blobs, 
     a.fit(x, y, epochs=2)
     b.fit(x, y, epochs=2)
     np.testing.assert_array_equal(a.params, b.params)
+
+
+# --- pickling: what joblib, multiprocessing and scikit-learn need -------------------
+
+def test_a_pickled_model_is_its_host_arrays_and_resumes_exactly(device, blobs):
+    import copy
+    x, y = blobs
+    model = fastmlp.MLP([4, 8, 3], seed=3, device=device, engine="layer")
+    model.fit(x, y, epochs=2, optimizer="adam", lr=0.01)
+    blob = pickle.dumps(model)
+    assert b"cupy" not in blob and len(blob) < 20_000         # arrays on the host, no kernels
+    for again in (pickle.loads(blob), copy.deepcopy(model)):
+        assert again.backend is model.backend and again.engine == "layer"
+        np.testing.assert_array_equal(again.backend.to_numpy(again.params),
+                                      model.backend.to_numpy(model.params))
+        assert again.optimizer.t == model.optimizer.t and again.params is not model.params
+    again = pickle.loads(blob)
+    model.fit(x, y, epochs=1)
+    again.fit(x, y, epochs=1)                                 # same optimizer state and shuffle
+    np.testing.assert_array_equal(again.backend.to_numpy(again.params),
+                                  model.backend.to_numpy(model.params))
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
+def test_a_model_pickled_on_a_gpu_unpickles_on_the_cpu_with_a_warning(blobs):
+    x, y = blobs
+    model = fastmlp.MLP([4, 8, 3], seed=0, device="cpu")
+    state = model.__getstate__()
+    state["device"] = "cuda:0"                               # as a GPU machine would write it
+    again = fastmlp.MLP.__new__(fastmlp.MLP)
+    with pytest.warns(RuntimeWarning, match="unpickled on the CPU"):
+        again.__setstate__(state)
+    assert again.backend.name == "cpu"
+    np.testing.assert_array_equal(again.predict_proba(x), model.predict_proba(x))
