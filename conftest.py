@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# scikit-learn's estimator checks include one that needs SciPy's array API mode, which
+# must be switched on before SciPy is first imported (tests/test_sklearn.py).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 from fastmlp.backend import cuda_status
 
 

@@ -86,7 +86,8 @@ def test_import_loads_no_cupy_numba_tqdm_or_kernels():
     """``import fastmlp`` (and building a CPU model) must not pull in CuPy, Numba,
     tqdm, safetensors or a compiled kernel module: they load when first used."""
     heavy = ["cupy", "numba", "tqdm", "safetensors", "fastmlp.kernels.cpu_ops",
-             "fastmlp.kernels.cpu_gemm_step", "fastmlp.kernels.cpu_row_step", "fastmlp.datasets"]
+             "fastmlp.kernels.cpu_gemm_step", "fastmlp.kernels.cpu_row_step", "fastmlp.datasets",
+             "sklearn", "fastmlp.sklearn"]
     code = ("import sys, fastmlp; fastmlp.MLP([3, 2], device='cpu', kernels='reference'); "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -1,0 +1,532 @@
+"""scikit-learn estimators over :class:`fastmlp.MLP`: drop-in for
+``sklearn.neural_network.MLPClassifier`` and ``MLPRegressor``.
+
+    from fastmlp.sklearn import MLPClassifier     # was: from sklearn.neural_network import ...
+    clf = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=50, random_state=0)
+    clf.fit(X, y).score(X_test, y_test)
+
+The constructor takes scikit-learn's parameters with their meanings
+(``solver``, ``alpha``, ``batch_size``, ``learning_rate``, ``max_iter``,
+``tol``, ``n_iter_no_change``, ``early_stopping``, ...) plus fastmlp's
+``device`` ("auto" takes a GPU when there is one), ``dtype`` and, for the
+classifier, ``class_weight``. Training follows scikit-learn's epoch loop
+(convergence by ``tol``, ``loss_curve_``, ``validation_scores_``, the best
+weights restored with ``early_stopping``) on fastmlp's engines; data moves
+to the device once per ``fit`` and every result comes back as NumPy.
+
+Where the two differ, on purpose: ``solver="lbfgs"`` is not available
+(fastmlp trains by minibatch gradients) and ``solver`` also takes "adamw",
+"rmsprop" and "adagrad"; the initial weights follow fastmlp's scheme (He
+for relu, Glorot otherwise, zero biases); ``alpha`` decays the biases too
+(by alpha / batch size per step: far below anything measurable); a binary
+classifier has two softmax outputs (``coefs_[-1]`` has 2 columns), not one
+logistic unit. scikit-learn is imported here only: ``import fastmlp`` does
+not need it.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+except ImportError as e:                        # an optional extra: say how to get it
+    raise ImportError(f"fastmlp.sklearn needs scikit-learn ({e}): pip install "
+                      "'fastmlp[sklearn]'") from e
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+
+from fastmlp import optim
+from fastmlp.model import MLP
+
+try:                                            # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:                             # older: the estimator's own method
+    def _validate_data(estimator, *args, **kwargs):
+        return estimator._validate_data(*args, **kwargs)
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
+                "tanh": "tanh", "relu": "relu"}
+_SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+_SCHEDULES = ("constant", "invscaling", "adaptive")
+_DTYPES = (None, "float32", "float64")
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, the epoch
+    loop, attributes. Subclasses encode targets and decode outputs."""
+
+    # the core loss's gradient divided by scikit-learn's (set per fit by subclasses)
+    _grad_factor = 1.0
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 device="auto", dtype=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.device = device
+        self.dtype = dtype
+
+    # --- parameters ---------------------------------------------------------------
+
+    def _hidden(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive integers, got "
+                             f"{self.hidden_layer_sizes!r}")
+        return [int(s) for s in sizes]
+
+    def _check_params(self):
+        if self.solver == "lbfgs":
+            raise ValueError("solver='lbfgs' is not available in fastmlp, which trains by "
+                             f"minibatch gradients: choose one of {list(_SOLVERS)}")
+        checks = [
+            ("solver", self.solver in _SOLVERS, f"one of {list(_SOLVERS)}"),
+            ("activation", self.activation in _ACTIVATIONS, f"one of {sorted(_ACTIVATIONS)}"),
+            ("learning_rate", self.learning_rate in _SCHEDULES, f"one of {list(_SCHEDULES)}"),
+            ("dtype", self.dtype in _DTYPES, "None, 'float32' or 'float64'"),
+            ("max_iter", _int(self.max_iter, 1), "an integer >= 1"),
+            ("n_iter_no_change", _int(self.n_iter_no_change, 1), "an integer >= 1"),
+            ("batch_size", self.batch_size == "auto" or _int(self.batch_size, 1),
+             "'auto' or an integer >= 1"),
+            ("alpha", _real(self.alpha, 0), "a number >= 0"),
+            ("learning_rate_init", _real(self.learning_rate_init, 0, open_lo=True),
+             "a number > 0"),
+            ("tol", _real(self.tol, 0), "a number >= 0"),
+            ("momentum", _real(self.momentum, 0, 1), "a number in [0, 1]"),
+            ("validation_fraction", _real(self.validation_fraction, 0, 1, open_lo=True,
+                                          open_hi=True), "a number in (0, 1)"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        return self._hidden()
+
+    def set_params(self, **params):
+        """Set parameters; a new ``device`` moves a fitted model there at once."""
+        super().set_params(**params)
+        if "device" in params and hasattr(self, "model_"):
+            self.model_.to(self.device)
+        return self
+
+    # --- fitting -------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight, incremental, classes=None):
+        hidden = self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first = not hasattr(self, "model_") or not (self.warm_start or incremental)
+        X, y = _validate_data(self, X, y, reset=first, multi_output=True, dtype=_X_DTYPES,
+                              y_numeric=not isinstance(self, ClassifierMixin))
+        Y = self._encode(y, first, classes)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        sample_weight = self._weights(y, sample_weight)
+        self._rng = check_random_state(self.random_state)
+        if first:
+            self._build(X, Y, hidden)
+        X_val = y_val = w_val = None
+        if self.early_stopping:
+            X, X_val, Y, y_val, sample_weight, w_val = self._split(X, Y, y, sample_weight)
+        n = X.shape[0]
+        batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
+        if self.batch_size != "auto" and self.batch_size > n:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          "going to be clipped", UserWarning, stacklevel=3)
+        model = self.model_
+        data = model.prepare(X, Y, sample_weight)
+        weight = n if sample_weight is None else float(np.sum(sample_weight))
+        if not incremental or model.optimizer is None:       # the model keeps (and pickles) it
+            model.optimizer = self._make_optimizer(batch, n, weight)
+        self._epochs(model, data, batch, n, weight, incremental, X_val, y_val, w_val)
+        return self
+
+    def _build(self, X, Y, hidden):
+        dtype = self.dtype or ("float32" if X.dtype == np.float32 else "float64")
+        self.model_ = MLP([X.shape[1], *hidden, self._width(Y)],
+                          activation=_ACTIVATIONS[self.activation], loss=self._loss,
+                          dtype=dtype, device=self.device,
+                          seed=int(self._rng.randint(np.iinfo(np.int32).max)))
+        self.n_iter_, self.t_ = 0, 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+        self.n_layers_ = len(hidden) + 2
+        self.n_outputs_ = self.model_.sizes[-1]
+        self.out_activation_ = self._out_activation
+
+    def _make_optimizer(self, batch, n, weight):
+        # alpha / batch is scikit-learn's L2 gradient per step (alpha w / the batch's weight
+        # sum), in the core loss's units; plain SGD steps scale with the gradient's units.
+        decay = self.alpha * self._grad_factor * -(-n // batch) / weight
+        lr = self.learning_rate_init
+        if self.solver == "sgd":
+            return optim.SGD(lr=lr / self._grad_factor, momentum=self.momentum,
+                             nesterov=bool(self.nesterovs_momentum and self.momentum > 0),
+                             weight_decay=decay)
+        if self.solver in ("adam", "adamw"):
+            cls = optim.Adam if self.solver == "adam" else optim.AdamW
+            return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                       weight_decay=decay if self.solver == "adam" else self.alpha)
+        if self.solver == "rmsprop":
+            return optim.RMSprop(lr=lr, eps=self.epsilon, weight_decay=decay)
+        return optim.AdaGrad(lr=lr, eps=self.epsilon, weight_decay=decay)
+
+    def _split(self, X, Y, y, w):
+        stratify = y if isinstance(self, ClassifierMixin) and np.ndim(y) == 1 else None
+        parts = train_test_split(X, Y, y, *([] if w is None else [w]),
+                                 random_state=self._rng, test_size=self.validation_fraction,
+                                 stratify=stratify)
+        X_tr, X_val, Y_tr, _, _, y_val = parts[:6]
+        w_tr, w_val = (parts[6], parts[7]) if w is not None else (None, None)
+        if X_val.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                             "or the size of your dataset.")
+        return X_tr, X_val, Y_tr, y_val, w_tr, w_val
+
+    def _epochs(self, model, data, batch, n, weight, incremental, X_val, y_val, w_val):
+        opt = model.optimizer
+        self._best_params = None
+        for _ in range(1 if incremental else self.max_iter):
+            hist = model.fit(data, epochs=1, batch_size=batch, optimizer=opt,
+                             shuffle=bool(self.shuffle))
+            penalty = sum(float((w * w).sum()) for w in model.weights)
+            self.loss_ = (hist.history["train_loss"][0] / self._grad_factor
+                          + 0.5 * self.alpha * penalty * -(-n // batch) / weight)
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_curve_.append(self.loss_)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+            self._update_no_improvement_count(X_val, y_val, w_val)
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                opt.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t / self._grad_factor
+            if self._no_improvement_count > self.n_iter_no_change:
+                if self.solver != "sgd" or self.learning_rate != "adaptive" or opt.lr <= 1e-6:
+                    break                     # converged (scikit-learn's trigger_stopping)
+                opt.lr /= 5.0
+                self._no_improvement_count = 0
+            if not incremental and self.n_iter_ == self.max_iter:
+                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                              "reached and the optimization hasn't converged yet.",
+                              ConvergenceWarning, stacklevel=4)
+        if self.early_stopping and self._best_params is not None:
+            model.params[...] = self._best_params
+        self._best_params = None
+
+    def _update_no_improvement_count(self, X_val, y_val, w_val):
+        if self.early_stopping:
+            score = self._score(X_val, y_val, w_val)
+            self.validation_scores_.append(score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = self.model_.params.copy()
+            return
+        if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        self.best_loss_ = min(self.best_loss_, self.loss_curve_[-1])
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to ``X`` (n_samples, n_features) and ``y``; returns self.
+
+        ``sample_weight`` (n_samples,) weights each sample's loss term; a
+        batch's mean divides by its weight sum, as scikit-learn does.
+        """
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    # --- outputs ---------------------------------------------------------------------
+
+    def _logits(self, X, checked=False):
+        """Output logits (n, K) as NumPy; ``checked``: X was validated by fit."""
+        if not checked:
+            check_is_fitted(self, "model_")
+            X = _validate_data(self, X, reset=False, dtype=_X_DTYPES)
+        model = self.model_
+        with model.backend.scope():
+            return model.backend.to_numpy(model.logits(model.prepare(X).x))
+
+    @property
+    def coefs_(self):
+        """Weight matrices (fan_in, fan_out) per layer, as NumPy copies."""
+        check_is_fitted(self, "model_")
+        return [self.model_.backend.to_numpy(w).copy() for w in self.model_.weights]
+
+    @property
+    def intercepts_(self):
+        """Bias vectors per layer, as NumPy copies."""
+        check_is_fitted(self, "model_")
+        return [self.model_.backend.to_numpy(b).copy() for b in self.model_.biases]
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier, trained by fastmlp; the interface of
+    ``sklearn.neural_network.MLPClassifier`` (see this module's docstring for
+    the few differences) with ``device``, ``dtype`` and ``class_weight``.
+
+    Targets: any hashable class labels (strings, integers, booleans;
+    ``classes_`` keeps them), binary or multiclass (softmax outputs), or a
+    multilabel indicator matrix (one sigmoid output per label).
+    ``class_weight`` ("balanced" or ``{label: weight}``) multiplies
+    ``sample_weight``.
+    """
+
+    _grad_factor = 1.0
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 device="auto", dtype=None, class_weight=None):
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha,
+                         batch_size=batch_size, learning_rate=learning_rate,
+                         learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+                         verbose=verbose, warm_start=warm_start, momentum=momentum,
+                         nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         device=device, dtype=dtype)
+        self.class_weight = class_weight
+
+    def _encode(self, y, first, classes=None):
+        """Class ids (n,) for softmax outputs, or the 0/1 matrix (n, K) of a
+        multilabel problem; sets ``classes_`` on a first fit."""
+        if np.ndim(y) == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        kind = type_of_target(y)
+        if kind == "multilabel-indicator":
+            if first:
+                self.classes_, self._multilabel = np.arange(y.shape[1]), True
+            elif not getattr(self, "_multilabel", False) or y.shape[1] != len(self.classes_):
+                raise ValueError("y must have the label columns of the first fit")
+            self._loss, self._grad_factor = "binary_cross_entropy", 1.0 / y.shape[1]
+            return np.asarray(y, dtype=np.float64)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: {kind!r}; MLPClassifier takes class labels "
+                             "or a multilabel indicator matrix")
+        if first:
+            found = unique_labels(y) if classes is None else unique_labels(classes)
+            if len(found) < 2:
+                raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
+                                 f"class ({found[0]!r})")
+            self.classes_, self._multilabel = found, False
+        elif getattr(self, "_multilabel", False):
+            raise ValueError("y must be a multilabel indicator matrix, as on the first fit")
+        self._loss, self._grad_factor = "cross_entropy", 1.0
+        unseen = np.setdiff1d(unique_labels(y), self.classes_)
+        if unseen.size:
+            raise ValueError(f"y contains labels not in classes_ {self.classes_!r}: "
+                             f"{unseen!r}")
+        return np.searchsorted(self.classes_, y)
+
+    def _width(self, Y):
+        return Y.shape[1] if self._multilabel else len(self.classes_)
+
+    def _weights(self, y, sample_weight):
+        if self.class_weight is None:
+            return sample_weight
+        if self._multilabel:
+            raise ValueError("class_weight applies to single-label problems; for multilabel "
+                             "targets pass sample_weight")
+        if np.ndim(y) == 2:
+            y = column_or_1d(y)
+        classes = getattr(self, "classes_", None)
+        if isinstance(self.class_weight, dict) and classes is not None:
+            missing = set(self.class_weight) - set(classes.tolist())
+            if missing:
+                raise ValueError(f"class_weight names labels that are not classes: {missing}")
+        weight = compute_sample_weight(self.class_weight, y)
+        return weight if sample_weight is None else weight * sample_weight
+
+    def _score(self, X, y, sample_weight):
+        from sklearn.metrics import accuracy_score
+        return accuracy_score(y, self._decode(self._logits(X, checked=True)),
+                              sample_weight=sample_weight)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights and
+        optimizer; ``classes`` (every label there will be) on the first call."""
+        first_call = not hasattr(self, "model_")
+        if first_call and classes is None and type_of_target(y) != "multilabel-indicator":
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if not first_call and classes is not None and not np.array_equal(
+                self.classes_, unique_labels(classes)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def predict(self, X):
+        """Class labels (n,), or the 0/1 matrix (n, K) of a multilabel problem."""
+        return self._decode(self._logits(X))
+
+    def _decode(self, z):
+        if self._multilabel:
+            return (z > 0).astype(int)
+        return self.classes_[z.argmax(axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities (n, K): softmax, or per-label sigmoid for multilabel."""
+        return np.exp(self.predict_log_proba(X))
+
+    def predict_log_proba(self, X):
+        """Logarithms of :meth:`predict_proba`, computed from the logits (no log of 0)."""
+        z = self._logits(X).astype(np.float64)
+        if self._multilabel:
+            return -np.logaddexp(0.0, -z)
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def decision_function(self, X):
+        """The output logits (n, K); for two classes, the log-odds of the second (n,)."""
+        z = self._logits(X)
+        if not self._multilabel and z.shape[1] == 2:
+            return z[:, 1] - z[:, 0]
+        return z
+
+    @property
+    def _out_activation(self):
+        return "logistic" if self._multilabel else "softmax"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def _more_tags(self):                       # scikit-learn < 1.6
+        return {"multilabel": True}
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor (squared error, identity output),
+    trained by fastmlp; the interface of ``sklearn.neural_network.MLPRegressor``
+    with ``device`` and ``dtype``. Single or multi-output targets; ``loss_``
+    is scikit-learn's half mean squared error."""
+
+    _grad_factor = 2.0                 # mean((y - p)^2) against scikit-learn's half of it
+    _loss = "mse"
+    _out_activation = "identity"
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 device="auto", dtype=None):
+        super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha,
+                         batch_size=batch_size, learning_rate=learning_rate,
+                         learning_rate_init=learning_rate_init, power_t=power_t,
+                         max_iter=max_iter, shuffle=shuffle, random_state=random_state, tol=tol,
+                         verbose=verbose, warm_start=warm_start, momentum=momentum,
+                         nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
+                         device=device, dtype=dtype)
+        self.loss = loss
+
+    def _check_params(self):
+        if self.loss != "squared_error":
+            raise ValueError(f"loss={self.loss!r} is not available in fastmlp's MLPRegressor: "
+                             "use 'squared_error'")
+        return super()._check_params()
+
+    def _width(self, Y):
+        return Y.shape[1]
+
+    def _encode(self, y, first, classes=None):
+        y = np.asarray(y, dtype=np.float64)
+        Y = y.reshape(-1, 1) if y.ndim == 1 else y
+        if first:
+            self._n_outputs = Y.shape[1]
+        elif Y.shape[1] != self._n_outputs:
+            raise ValueError(f"y has {Y.shape[1]} outputs; the model was fitted with "
+                             f"{self._n_outputs}")
+        return Y
+
+    def _weights(self, y, sample_weight):
+        return sample_weight
+
+    def _score(self, X, y, sample_weight):
+        from sklearn.metrics import r2_score
+        z = self._logits(X, checked=True)
+        return r2_score(y, z[:, 0] if z.shape[1] == 1 else z, sample_weight=sample_weight)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing from the current weights and optimizer."""
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predictions (n,) for one output, (n, n_outputs) for several."""
+        z = self._logits(X)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _more_tags(self):                       # scikit-learn < 1.6
+        return {"multioutput": True}
+
+
+_X_DTYPES = (np.float64, np.float32)
+
+
+def _int(value, lo):
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= lo
+
+
+def _real(value, lo, hi=None, open_lo=False, open_hi=False):
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        return False
+    if value < lo or (open_lo and value == lo):
+        return False
+    return hi is None or value < hi or (value == hi and not open_hi)
