@@ -161,6 +161,7 @@ class _BaseMLP(BaseEstimator):
         X_val = y_val = w_val = None
         if self.early_stopping:
             X, X_val, Y, y_val, sample_weight, w_val = self._split(X, Y, y, sample_weight)
+            X_val = self.model_.prepare(X_val).x            # on the device once, scored per epoch
         n = X.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self.batch_size != "auto" and self.batch_size > n:
@@ -280,14 +281,14 @@ class _BaseMLP(BaseEstimator):
 
     # --- outputs ---------------------------------------------------------------------
 
-    def _logits(self, X, checked=False):
-        """Output logits (n, K) as NumPy; ``checked``: X was validated by fit."""
-        if not checked:
+    def _logits(self, X, prepared=False):
+        """Output logits (n, K) as NumPy; ``prepared``: X is fit's own device array."""
+        if not prepared:
             check_is_fitted(self, "model_")
             X = _validate_data(self, X, reset=False, dtype=_X_DTYPES)
         model = self.model_
         with model.backend.scope():
-            return model.backend.to_numpy(model.logits(model.prepare(X).x))
+            return model.backend.to_numpy(model.logits(X if prepared else model.prepare(X).x))
 
     @property
     def coefs_(self):
@@ -387,7 +388,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _score(self, X, y, sample_weight):
         from sklearn.metrics import accuracy_score
-        return accuracy_score(y, self._decode(self._logits(X, checked=True)),
+        return accuracy_score(y, self._decode(self._logits(X, prepared=True)),
                               sample_weight=sample_weight)
 
     def partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -495,7 +496,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _score(self, X, y, sample_weight):
         from sklearn.metrics import r2_score
-        z = self._logits(X, checked=True)
+        z = self._logits(X, prepared=True)
         return r2_score(y, z[:, 0] if z.shape[1] == 1 else z, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
