@@ -37,8 +37,10 @@ class Loss:
         count = n if self.per_sample else n * k
         if isinstance(count, Real):
             return 1.0 / count if count else 0.0
-        tiny = float(np.finfo(count.dtype).tiny)           # a device sum: stay on the device
-        return 1.0 / (count + (count == 0) * tiny) * (count != 0)
+        # a device sum: stay on the device, in its dtype (a Python float would promote
+        # a bool array to float64)
+        cast = count.dtype.type
+        return (cast(1) / count.clip(cast(np.finfo(count.dtype).tiny))) * (count != 0)
 
     def targets(self, y):
         """What :meth:`hits` compares logits with, from dense targets (N, K)."""

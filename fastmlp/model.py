@@ -357,7 +357,7 @@ class MLP:
         self.step_path = found[1]
         return found[0]
 
-    def train_step(self, x, y, optimizer, targets=None, weights=None):
+    def train_step(self, x, y, optimizer, targets=None, *, weights=None):
         """One training step on a prepared batch: forward, backward, update.
 
         ``x`` and ``y`` are as :meth:`prepare` returns them (TypeError
@@ -376,7 +376,7 @@ class MLP:
         self.optimizer = optimizer
         return engine.train_step(x, y, targets, optimizer, weights)
 
-    def gradient(self, x, y, targets=None, weights=None, train=False):
+    def gradient(self, x, y, targets=None, *, weights=None, train=False):
         """Forward and backward on a prepared batch, without an update: the
         gradient of the reduced loss lands in ``grads``; returns what
         :meth:`train_step` does. Dropout applies only with ``train``."""

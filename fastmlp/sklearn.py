@@ -19,9 +19,10 @@ Where the two differ, on purpose: ``solver="lbfgs"`` is not available
 "rmsprop" and "adagrad"; the initial weights follow fastmlp's scheme (He
 for relu, Glorot otherwise, zero biases); ``alpha`` decays the biases too
 (by alpha / batch size per step: far below anything measurable); a binary
-classifier has two softmax outputs (``coefs_[-1]`` has 2 columns), not one
-logistic unit. scikit-learn is imported here only: ``import fastmlp`` does
-not need it.
+classifier has two softmax outputs (``coefs_[-1]`` has 2 columns and
+``n_outputs_`` is 2), not one logistic unit; ``class_weight="balanced"`` is
+refused by ``partial_fit`` (each chunk would be balanced on its own).
+scikit-learn is imported here only: ``import fastmlp`` does not need it.
 """
 
 import warnings
@@ -63,8 +64,11 @@ class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, the epoch
     loop, attributes. Subclasses encode targets and decode outputs."""
 
-    # the core loss's gradient divided by scikit-learn's (set per fit by subclasses)
+    # The core loss's gradient divided by scikit-learn's, and scikit-learn's loss divided
+    # by the core's (set per fit by the subclasses' _encode): the same learning rate and
+    # alpha then mean what they mean in scikit-learn, and loss_ is scikit-learn's.
     _grad_factor = 1.0
+    _loss_factor = 1.0
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -119,7 +123,8 @@ class _BaseMLP(BaseEstimator):
             ("learning_rate", self.learning_rate in _SCHEDULES, f"one of {list(_SCHEDULES)}"),
             ("dtype", self.dtype in _DTYPES, "None, 'float32' or 'float64'"),
             ("max_iter", _int(self.max_iter, 1), "an integer >= 1"),
-            ("n_iter_no_change", _int(self.n_iter_no_change, 1), "an integer >= 1"),
+            ("n_iter_no_change", _int(self.n_iter_no_change, 1)
+             or self.n_iter_no_change == np.inf, "an integer >= 1 or inf"),
             ("batch_size", self.batch_size == "auto" or _int(self.batch_size, 1),
              "'auto' or an integer >= 1"),
             ("alpha", _real(self.alpha, 0), "a number >= 0"),
@@ -127,8 +132,12 @@ class _BaseMLP(BaseEstimator):
              "a number > 0"),
             ("tol", _real(self.tol, 0), "a number >= 0"),
             ("momentum", _real(self.momentum, 0, 1), "a number in [0, 1]"),
-            ("validation_fraction", _real(self.validation_fraction, 0, 1, open_lo=True,
-                                          open_hi=True), "a number in (0, 1)"),
+            ("validation_fraction", _real(self.validation_fraction, 0, 1, open_hi=True),
+             "a number in [0, 1)"),
+            ("power_t", _real(self.power_t, 0), "a number >= 0"),
+            ("epsilon", _real(self.epsilon, 0, open_lo=True), "a number > 0"),
+            ("beta_1", _real(self.beta_1, 0, 1, open_hi=True), "a number in [0, 1)"),
+            ("beta_2", _real(self.beta_2, 0, 1, open_hi=True), "a number in [0, 1)"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -136,11 +145,19 @@ class _BaseMLP(BaseEstimator):
         return self._hidden()
 
     def set_params(self, **params):
-        """Set parameters; a new ``device`` moves a fitted model there at once."""
-        super().set_params(**params)
-        if "device" in params and hasattr(self, "model_"):
-            self.model_.to(self.device)
-        return self
+        """Set parameters; a new ``device`` moves a fitted model there at once
+        (if it cannot, or another parameter is refused, the device stays)."""
+        old = self.device
+        moved = "device" in params and hasattr(self, "model_")
+        if moved:
+            self.model_.to(params["device"])
+        try:
+            return super().set_params(**params)
+        except Exception:
+            if moved:
+                self.model_.to(old)
+            self.device = old                 # the device and the model agree, as before
+            raise
 
     # --- fitting -------------------------------------------------------------------
 
@@ -171,7 +188,10 @@ class _BaseMLP(BaseEstimator):
         data = model.prepare(X, Y, sample_weight)
         weight = n if sample_weight is None else float(np.sum(sample_weight))
         if not incremental or model.optimizer is None:       # the model keeps (and pickles) it
-            model.optimizer = self._make_optimizer(batch, n, weight)
+            model.optimizer = self._make_optimizer()
+        if self.solver != "adamw":          # per step, as scikit-learn's alpha w / batch weight
+            model.optimizer.weight_decay = (self.alpha * self._grad_factor * -(-n // batch)
+                                            / weight)
         self._epochs(model, data, batch, n, weight, incremental, X_val, y_val, w_val)
         return self
 
@@ -184,6 +204,7 @@ class _BaseMLP(BaseEstimator):
         self.n_iter_, self.t_ = 0, 0
         self.loss_curve_ = []
         self._no_improvement_count = 0
+        self._best_params = None
         if self.early_stopping:
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
             self.best_loss_ = None
@@ -194,25 +215,26 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = self.model_.sizes[-1]
         self.out_activation_ = self._out_activation
 
-    def _make_optimizer(self, batch, n, weight):
-        # alpha / batch is scikit-learn's L2 gradient per step (alpha w / the batch's weight
-        # sum), in the core loss's units; plain SGD steps scale with the gradient's units.
-        decay = self.alpha * self._grad_factor * -(-n // batch) / weight
+    def _make_optimizer(self):
+        # Plain SGD steps scale with the gradient's units; the adaptive ones do not. The
+        # L2 decay is set per fit (it depends on the batch); AdamW's is alpha, decoupled.
         lr = self.learning_rate_init
         if self.solver == "sgd":
             return optim.SGD(lr=lr / self._grad_factor, momentum=self.momentum,
-                             nesterov=bool(self.nesterovs_momentum and self.momentum > 0),
-                             weight_decay=decay)
+                             nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
         if self.solver in ("adam", "adamw"):
             cls = optim.Adam if self.solver == "adam" else optim.AdamW
             return cls(lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
-                       weight_decay=decay if self.solver == "adam" else self.alpha)
+                       weight_decay=0.0 if self.solver == "adam" else self.alpha)
         if self.solver == "rmsprop":
-            return optim.RMSprop(lr=lr, eps=self.epsilon, weight_decay=decay)
-        return optim.AdaGrad(lr=lr, eps=self.epsilon, weight_decay=decay)
+            return optim.RMSprop(lr=lr, eps=self.epsilon)
+        return optim.AdaGrad(lr=lr, eps=self.epsilon)
 
     def _split(self, X, Y, y, w):
-        stratify = y if isinstance(self, ClassifierMixin) and np.ndim(y) == 1 else None
+        # as scikit-learn: stratified only where its network has one output (binary labels)
+        binary = isinstance(self, ClassifierMixin) and not self._multilabel \
+            and len(self.classes_) == 2
+        stratify = y if binary else None
         parts = train_test_split(X, Y, y, *([] if w is None else [w]),
                                  random_state=self._rng, test_size=self.validation_fraction,
                                  stratify=stratify)
@@ -225,12 +247,12 @@ class _BaseMLP(BaseEstimator):
 
     def _epochs(self, model, data, batch, n, weight, incremental, X_val, y_val, w_val):
         opt = model.optimizer
-        self._best_params = None
+        self.n_iter_ = 0                                   # per fit, as scikit-learn counts
         for _ in range(1 if incremental else self.max_iter):
             hist = model.fit(data, epochs=1, batch_size=batch, optimizer=opt,
                              shuffle=bool(self.shuffle))
             penalty = sum(float((w * w).sum()) for w in model.weights)
-            self.loss_ = (hist.history["train_loss"][0] / self._grad_factor
+            self.loss_ = (hist.history["train_loss"][0] * self._loss_factor
                           + 0.5 * self.alpha * penalty * -(-n // batch) / weight)
             self.n_iter_ += 1
             self.t_ += n
@@ -241,7 +263,8 @@ class _BaseMLP(BaseEstimator):
             if self.solver == "sgd" and self.learning_rate == "invscaling":
                 opt.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t / self._grad_factor
             if self._no_improvement_count > self.n_iter_no_change:
-                if self.solver != "sgd" or self.learning_rate != "adaptive" or opt.lr <= 1e-6:
+                if (self.solver != "sgd" or self.learning_rate != "adaptive"
+                        or opt.lr * self._grad_factor <= 1e-6):
                     break                     # converged (scikit-learn's trigger_stopping)
                 opt.lr /= 5.0
                 self._no_improvement_count = 0
@@ -250,8 +273,8 @@ class _BaseMLP(BaseEstimator):
                               "reached and the optimization hasn't converged yet.",
                               ConvergenceWarning, stacklevel=4)
         if self.early_stopping and self._best_params is not None:
-            model.params[...] = self._best_params
-        self._best_params = None
+            with model.backend.scope():       # the best of every fit so far, as scikit-learn
+                model.params[...] = model.backend.asarray(self._best_params)
 
     def _update_no_improvement_count(self, X_val, y_val, w_val):
         if self.early_stopping:
@@ -263,7 +286,8 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
-                self._best_params = self.model_.params.copy()
+                model = self.model_           # a host copy: it pickles on any machine
+                self._best_params = model.backend.to_numpy(model.params).copy()
             return
         if self.loss_curve_[-1] > self.best_loss_ - self.tol:
             self._no_improvement_count += 1
@@ -347,7 +371,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 self.classes_, self._multilabel = np.arange(y.shape[1]), True
             elif not getattr(self, "_multilabel", False) or y.shape[1] != len(self.classes_):
                 raise ValueError("y must have the label columns of the first fit")
-            self._loss, self._grad_factor = "binary_cross_entropy", 1.0 / y.shape[1]
+            # the core averages over samples and labels, scikit-learn sums over labels
+            k = y.shape[1]
+            self._loss, self._grad_factor, self._loss_factor = "binary_cross_entropy", 1 / k, k
             return np.asarray(y, dtype=np.float64)
         if kind not in ("binary", "multiclass"):
             raise ValueError(f"Unknown label type: {kind!r}; MLPClassifier takes class labels "
@@ -360,7 +386,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self.classes_, self._multilabel = found, False
         elif getattr(self, "_multilabel", False):
             raise ValueError("y must be a multilabel indicator matrix, as on the first fit")
-        self._loss, self._grad_factor = "cross_entropy", 1.0
+        self._loss, self._grad_factor, self._loss_factor = "cross_entropy", 1.0, 1.0
         unseen = np.setdiff1d(unique_labels(y), self.classes_)
         if unseen.size:
             raise ValueError(f"y contains labels not in classes_ {self.classes_!r}: "
@@ -391,9 +417,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(y, self._decode(self._logits(X, prepared=True)),
                               sample_weight=sample_weight)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights and
         optimizer; ``classes`` (every label there will be) on the first call."""
+        if self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: each "
+                             "chunk would be balanced on its own; pass a dict of weights, e.g. "
+                             "from sklearn.utils.class_weight.compute_class_weight")
         first_call = not hasattr(self, "model_")
         if first_call and classes is None and type_of_target(y) != "multilabel-indicator":
             raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -450,7 +480,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     with ``device`` and ``dtype``. Single or multi-output targets; ``loss_``
     is scikit-learn's half mean squared error."""
 
-    _grad_factor = 2.0                 # mean((y - p)^2) against scikit-learn's half of it
     _loss = "mse"
     _out_activation = "identity"
 
@@ -489,6 +518,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         elif Y.shape[1] != self._n_outputs:
             raise ValueError(f"y has {Y.shape[1]} outputs; the model was fitted with "
                              f"{self._n_outputs}")
+        # core: mean((p - y)^2) over samples and outputs, gradient 2 (p - y) / (n k);
+        # scikit-learn: half of that mean, gradient (p - y) / n
+        self._grad_factor, self._loss_factor = 2.0 / Y.shape[1], 0.5
         return Y
 
     def _weights(self, y, sample_weight):

@@ -107,18 +107,17 @@ def gemm_step(gemm, x, y, ids, sw, params, grads, sizes, w_at, b_at, has_bias, c
 
 
 @jit(nogil=True)
-def gemm_sgd_epoch(gemm, x, y, ids, sw, order, params, grads, sizes, w_at, b_at, has_bias, code,
+def gemm_sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, w_at, b_at, has_bias, code,
                    loss_scale, work, sgd_lr):
     """Per-sample plain SGD over the rows of ``x`` in the order of ``order``
     (row order when it is empty), one compiled call for the epoch:
-    ``(loss sum, hits)``. ``sw`` (per-sample weights) is
-    applied as ``sw[r]`` with ``loss_scale`` unchanged."""
-    total, hits = 0.0, 0
+    ``(loss sum, hits)``."""
+    total, hits = 0.0, 0.0
+    no_w = np.empty(0, params.dtype)                # per-sample weights take the step loop
     for s in range(x.shape[0]):
         r = order[s] if order.size > 0 else s
         ids_r = ids[r:r + 1] if ids.size > 0 else ids
-        sw_r = sw[r:r + 1] if sw.size > 0 else sw
-        loss, h = gemm_step(gemm, x[r:r + 1], y[r:r + 1], ids_r, sw_r, params, grads, sizes, w_at,
+        loss, h = gemm_step(gemm, x[r:r + 1], y[r:r + 1], ids_r, no_w, params, grads, sizes, w_at,
                             b_at, has_bias, code, loss_scale, work, sgd_lr)
         total += loss
         hits += h

@@ -145,18 +145,17 @@ def row_step(x, y, ids, sw, params, grads, sizes, w_at, b_at, has_bias, code, lo
 
 
 @jit(nogil=True)
-def row_sgd_epoch(x, y, ids, sw, order, params, grads, sizes, w_at, b_at, has_bias, code,
+def row_sgd_epoch(x, y, ids, order, params, grads, sizes, w_at, b_at, has_bias, code,
                   loss_scale, work, sgd_lr):
     """Per-sample plain SGD over the rows of ``x`` in the order of ``order``
     (row order when it is empty), one compiled call for the epoch, with no
-    shuffled copy of the data: ``(loss sum, hits)``. ``sw`` (per-sample
-    weights) is applied as ``sw[r]`` with ``loss_scale`` unchanged."""
-    total, hits = 0.0, 0
+    shuffled copy of the data: ``(loss sum, hits)``."""
+    total, hits = 0.0, 0.0
+    no_w = np.empty(0, params.dtype)                # per-sample weights take the step loop
     for s in range(x.shape[0]):
         r = order[s] if order.size > 0 else s
         ids_r = ids[r:r + 1] if ids.size > 0 else ids
-        sw_r = sw[r:r + 1] if sw.size > 0 else sw
-        loss, h = row_step(x[r:r + 1], y[r:r + 1], ids_r, sw_r, params, grads, sizes, w_at, b_at,
+        loss, h = row_step(x[r:r + 1], y[r:r + 1], ids_r, no_w, params, grads, sizes, w_at, b_at,
                            has_bias, code, loss_scale, work, sgd_lr)
         total += loss
         hits += h

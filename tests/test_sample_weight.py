@@ -50,7 +50,7 @@ def test_an_integer_weight_counts_a_sample_that_many_times(device, loss, reducti
                      dtype="float64", engine="layer")
         data = model.prepare(x1, y1, sample_weight=w1)
         dup = ref.prepare(xd, yd)
-        loss_w, hits_w = model.gradient(data.x, data.y, data.targets, data.weights)
+        loss_w, hits_w = model.gradient(data.x, data.y, data.targets, weights=data.weights)
         loss_d, hits_d = ref.gradient(dup.x, dup.y, dup.targets)
         assert model.step_path.engine == name
         be = model.backend

@@ -93,8 +93,8 @@ class CpuStepEngine(Engine):
         # with weights, a mean over one sample divides by that sample's weight: the step loop
         if lr is None or self.case.batch_size != 1 or weights is not None:
             return None
-        x, y, ids, w, *rest = self._args(x, y, targets, None, lr, n=1)
+        x, y, ids, _, *rest = self._args(x, y, targets, None, lr, n=1)
         order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
-        total, hits = self._epoch(x, y, ids, w, order, *rest)
+        total, hits = self._epoch(x, y, ids, order, *rest)
         optimizer.advance(x.shape[0])
         return total, (hits if targets is not None else None)
