@@ -9,7 +9,6 @@ second buffer (``grads``). How a step runs is a step engine's business
 (``xp`` and the op table): nothing here knows the device.
 """
 
-import logging
 import warnings
 from numbers import Integral, Real
 
@@ -25,7 +24,6 @@ _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
 _PREDICT_CHUNK = 8192
 _ENGINES_KEPT = 4                # engines kept per model, one per (batch size, ...) key
-log = logging.getLogger("fastmlp")
 
 
 def _check_sizes(sizes):
