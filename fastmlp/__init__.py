@@ -9,11 +9,11 @@ from fastmlp import engines, optim
 from fastmlp.backend import get_backend
 from fastmlp.gradcheck import gradcheck
 from fastmlp.model import MLP, Prepared, load
-from fastmlp.train import History
+from fastmlp.train import DivergedError, History
 
 __version__ = "0.1.0"
-__all__ = ["MLP", "Prepared", "History", "optim", "gradcheck", "load", "get_backend",
-           "engines", "datasets"]
+__all__ = ["MLP", "Prepared", "History", "DivergedError", "optim", "gradcheck", "load",
+           "get_backend", "engines", "datasets"]
 
 
 def __getattr__(name):

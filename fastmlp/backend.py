@@ -95,7 +95,8 @@ class Backend:
             host = np.asarray(a)
         host = _numeric(host)
         if dtype is not None:
-            host = host.astype(dtype, copy=False)
+            with np.errstate(over="ignore"):    # an overflow is the caller's to report, as such
+                host = host.astype(dtype, copy=False)
         if not self.is_cuda:
             return host
         with self.scope():
@@ -125,6 +126,33 @@ class Backend:
         """A random Generator on this device, seeded with ``seed``."""
         with self.scope():
             return self.xp.random.default_rng(seed)
+
+    def rng_state(self, gen):
+        """The state of ``gen`` (from :meth:`rng`) as JSON-able data, so a
+        checkpoint can resume its stream; None where it cannot be read out
+        (CuPy's generators keep theirs in device structs with no public
+        accessor: on CUDA a resumed stream starts afresh)."""
+        return None if self.is_cuda else gen.bit_generator.state
+
+    def set_rng_state(self, gen, state):
+        """Give ``gen`` a state from :meth:`rng_state` (ValueError if it does not fit)."""
+        if self.is_cuda:
+            raise ValueError("CUDA generators cannot be given a stored state")
+        set_pcg64_state(gen, state)
+
+
+def set_pcg64_state(gen, state):
+    """Set a NumPy PCG64 Generator's state from ``bit_generator.state`` data;
+    ValueError (changing nothing) unless it is a complete PCG64 state."""
+    ok = (isinstance(state, dict) and state.get("bit_generator") == "PCG64"
+          and set(state) == {"bit_generator", "state", "has_uint32", "uinteger"}
+          and isinstance(state["state"], dict) and set(state["state"]) == {"state", "inc"}
+          and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**128
+                  for v in (*state["state"].values(), state["has_uint32"], state["uinteger"]))
+          and state["has_uint32"] in (0, 1) and state["uinteger"] < 2**32)
+    if not ok:
+        raise ValueError(f"not a PCG64 generator state: {str(state)[:200]}")
+    gen.bit_generator.state = state
 
 
 def _cpu_ops():

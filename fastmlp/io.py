@@ -1,10 +1,18 @@
-"""Checkpoints: safetensors tensors plus JSON metadata, written atomically.
+"""Checkpoints: safetensors tensors plus JSON metadata, checked before use.
 
 A file holds ``weights.<i>`` and ``biases.<i>`` per layer, optionally the
 optimizer's state as ``optimizer.<i>.<slot>``, and string metadata:
 ``format`` ("fastmlp"), ``format_version``, and as JSON the model ``config``,
-the shuffling ``rng`` state and the ``optimizer`` (name, hyperparameters, step
-count). Nothing is ever unpickled.
+the shuffling ``rng`` state, the ``dropout_rng`` state, the ``optimizer``
+(name, hyperparameters, step count) and the ``sha256`` of every tensor's
+bytes. Nothing is ever unpickled.
+
+:func:`read` trusts nothing in a file: it reads the header alone (bounded
+in size), checks every metadata field and every tensor's name, dtype and
+shape against the stored config before it reads any tensor data, then
+checks each tensor's SHA-256 and that every value is finite. A hostile or
+damaged file fails in milliseconds, with memory bounded by the file's real
+size, and the error names the file and the field.
 
 This module knows files, not the model class: :func:`snapshot`, :func:`save`
 and :func:`restore` work through the model's public attributes, and
@@ -12,25 +20,36 @@ and :func:`restore` work through the model's public attributes, and
 (or a snapshot) and :func:`restore`.
 """
 
+import hashlib
 import json
 import os
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 
+from fastmlp import atomic
+from fastmlp.backend import set_pcg64_state
+
 FORMAT = "fastmlp"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2             # 2: sha256 and dropout_rng; 1 is still read
+MAX_HEADER = 1 << 20           # bytes; a fastmlp header of 1,000 layers takes ~200 KB
+MAX_LAYERS = 10_000
+MAX_WIDTH = 2**31 - 1
+_DTYPES = {"F32": "float32", "F64": "float64"}
+_FIELDS = {"format", "format_version", "config", "rng", "dropout_rng", "optimizer", "sha256"}
+_REQUIRED = {"format", "format_version", "config"}
 
 
 class Checkpoint(NamedTuple):
     """What :func:`read` found in a file: the tensors by name, the model
-    config, the optimizer's metadata and the host RNG state (None if absent)."""
+    config, the optimizer's metadata, the host RNG state and the dropout
+    RNG's ``{"kind": device kind, "state": ...}`` (each None if absent)."""
 
     tensors: dict
     config: dict
     optimizer: dict
     rng: dict
+    dropout_rng: dict = None
 
 
 def snapshot(model, include_optimizer=True):
@@ -49,85 +68,238 @@ def snapshot(model, include_optimizer=True):
         opt_meta = {"name": opt.name, "config": opt.config(), "t": opt.t}
         for key, a in opt.state_arrays().items():
             tensors[f"optimizer.{key}"] = be.to_numpy(a)
-    return Checkpoint(tensors, model.config(), opt_meta, model.rng.bit_generator.state)
+    dropout = be.rng_state(model.dropout_rng)
+    return Checkpoint(tensors, model.config(), opt_meta, model.rng.bit_generator.state,
+                      None if dropout is None else {"kind": be.kind, "state": dropout})
 
 
 def save(model, path, include_optimizer=True):
-    """Write ``model`` to ``path``: a temp file in the same directory, fsync, rename.
+    """Write ``model`` to ``path`` atomically (see :mod:`fastmlp.atomic`: the
+    old file or the new one, whole, whatever happens; temp files left by
+    killed saves are removed; the file keeps its mode, or gets the umask's;
+    a symbolic link is followed and its target replaced).
 
     The optimizer's state is included when the model has one and
     ``include_optimizer`` is true, so training can resume after
-    :func:`fastmlp.load`.
+    :func:`fastmlp.load`. ValueError, writing nothing, when a parameter is
+    NaN or inf (training diverged: such a model is no checkpoint).
     """
     from safetensors.numpy import save as st_save
 
     state = snapshot(model, include_optimizer)
+    bad = [k for k, a in state.tensors.items() if not np.isfinite(a).all()]
+    if bad:
+        raise ValueError(f"not saved to {os.fspath(path)}: {', '.join(bad[:4])} hold NaN or "
+                         "inf values (training diverged?)")
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(state.config), "rng": json.dumps(state.rng)}
+            "config": json.dumps(state.config), "rng": json.dumps(state.rng),
+            "sha256": json.dumps({k: _digest(a) for k, a in state.tensors.items()})}
+    if state.dropout_rng is not None:
+        meta["dropout_rng"] = json.dumps(state.dropout_rng)
     if state.optimizer is not None:
         meta["optimizer"] = json.dumps(state.optimizer)
-    _atomic_write(path, st_save(state.tensors, metadata=meta))
+    atomic.write(path, st_save(state.tensors, metadata=meta))
 
 
-def _atomic_write(path, data):
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastmlp-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):        # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
 def read(path):
-    """The :class:`Checkpoint` in ``path``; ValueError for a truncated,
-    foreign or newer-format file (FileNotFoundError etc. as they come)."""
+    """The :class:`Checkpoint` in ``path``, every part of it checked.
+
+    ValueError naming ``path`` (and the field) for a truncated, damaged,
+    foreign, newer-format or inconsistent file; FileNotFoundError etc. as
+    they come.
+    """
     from safetensors import safe_open
 
+    path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path} is a directory, not a checkpoint file")
+    _check_header_size(path)
     try:
-        with safe_open(os.fspath(path), framework="numpy") as f:
+        with safe_open(path, framework="numpy") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
+            found = {k: (_DTYPES.get(s.get_dtype(), s.get_dtype()), tuple(s.get_shape()))
+                     for k in f.keys() for s in [f.get_slice(k)]}
+            spec = _check_meta(path, meta)
+            _check_tensors(path, found, _expected(spec))
+            tensors = {k: f.get_tensor(k) for k in found}
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ValueError):
         raise
     except Exception as e:   # safetensors raises its own error types for bad headers
         raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
                          f"{e}") from None
+    _check_data(path, tensors, spec["sha256"])
+    return Checkpoint(tensors, spec["config"], spec["optimizer"], spec["rng"],
+                      spec["dropout_rng"])
+
+
+def _check_header_size(path):
+    """Refuse a header too large for fastmlp or longer than the file, before
+    safetensors parses it."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = os.fstat(f.fileno()).st_size
+    if len(head) < 8:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                         f"{size} bytes")
+    n = int.from_bytes(head, "little")
+    if n > MAX_HEADER or n > size - 8:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                         f"its header claims {n:,} bytes (file {size:,} bytes, "
+                         f"fastmlp headers are under {MAX_HEADER:,})")
+
+
+def _bad(path, field, why):
+    return ValueError(f"{path}: damaged fastmlp metadata: {field} {why}")
+
+
+def _check_meta(path, meta):
+    """Every metadata field parsed and checked; a dict of them."""
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is a safetensors file but not a fastmlp checkpoint "
                          f"(its metadata has no format={FORMAT!r})")
+    missing = sorted(_REQUIRED - set(meta))
+    if missing:
+        raise _bad(path, missing[0], "is missing")
+    extra = sorted(set(meta) - _FIELDS)
+    if extra:
+        raise _bad(path, extra[0], "is not a fastmlp field")
     try:
         version = int(meta["format_version"])
-        config = json.loads(meta["config"])
-        opt_meta = json.loads(meta["optimizer"]) if "optimizer" in meta else None
-        rng = json.loads(meta["rng"]) if "rng" in meta else None
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: damaged fastmlp metadata ({e!r})") from None
+    except ValueError:
+        raise _bad(path, "format_version", f"must be an integer, got "
+                   f"{meta['format_version'][:40]!r}") from None
     if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer fastmlp (checkpoint format {version}); "
                          f"this version reads format <= {FORMAT_VERSION}: upgrade fastmlp")
-    return Checkpoint(tensors, config, opt_meta, rng)
+    if version < 1:
+        raise _bad(path, "format_version", f"must be >= 1, got {version}")
+    spec = {k: _json(path, k, meta[k]) if k in meta else None for k in _FIELDS - {"format"}}
+    spec["format_version"] = version
+    if version >= 2 and spec["sha256"] is None:
+        raise _bad(path, "sha256", "is missing")
+    _check_config(path, spec["config"])
+    for key in ("rng", "dropout_rng", "optimizer", "sha256"):
+        if key in meta and not isinstance(spec[key], dict):
+            raise _bad(path, key, f"must be a JSON object, got {meta[key][:40]}")
+    if spec["rng"] is not None:
+        _check_rng(path, "rng", spec["rng"])
+    if spec["dropout_rng"] is not None:
+        d = spec["dropout_rng"]
+        if set(d) != {"kind", "state"} or d["kind"] != "cpu":
+            raise _bad(path, "dropout_rng", "must be {\"kind\": \"cpu\", \"state\": ...}")
+        _check_rng(path, "dropout_rng.state", d["state"])
+    spec["slots"] = () if spec["optimizer"] is None else _check_optimizer(path, spec["optimizer"])
+    return spec
+
+
+def _json(path, field, text):
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise _bad(path, field, f"is not valid JSON ({e})") from None
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_config(path, config):
+    """The fields that fix the tensors' names, dtypes and shapes; the rest is
+    the model constructor's to check (``fastmlp.load`` names the file)."""
+    if not isinstance(config, dict):
+        raise _bad(path, "config", "must be a JSON object")
+    sizes = config.get("sizes")
+    if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS + 1
+            or not all(type(s) is int and 1 <= s <= MAX_WIDTH for s in sizes)):
+        raise _bad(path, "config.sizes", f"must be a list of 2 to {MAX_LAYERS + 1} widths in "
+                   f"[1, {MAX_WIDTH}], got {str(sizes)[:80]}")
+    if not isinstance(config.get("bias"), bool):
+        raise _bad(path, "config.bias", f"must be true or false, got {config.get('bias')!r}")
+    if config.get("dtype") not in _DTYPES.values():
+        raise _bad(path, "config.dtype", f"must be one of {sorted(_DTYPES.values())}, "
+                   f"got {str(config.get('dtype'))[:40]!r}")
+
+
+def _check_rng(path, field, state):
+    try:
+        set_pcg64_state(np.random.Generator(np.random.PCG64()), state)
+    except (ValueError, TypeError) as e:
+        raise _bad(path, field, f"is not a valid generator state ({e})") from None
+
+
+def _check_optimizer(path, meta):
+    """The state slots the stored optimizer has."""
+    from fastmlp import optim
+
+    if set(meta) != {"name", "config", "t"}:
+        raise _bad(path, "optimizer", f"must have the keys name, config and t, got {sorted(meta)}")
+    t = meta["t"]
+    if type(t) is not int or not 0 <= t < 2**62:
+        raise _bad(path, "optimizer.t", f"must be an integer step count >= 0, got {t!r}")
+    if not isinstance(meta["config"], dict):
+        raise _bad(path, "optimizer.config", "must be a JSON object")
+    try:
+        return optim.get(meta["name"], **meta["config"])._active_slots()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
+
+
+def _expected(spec):
+    """``{tensor name: (dtype, shape)}`` that the config and optimizer call for."""
+    config, opt = spec["config"], spec["optimizer"] is not None
+    sizes, dtype = config["sizes"], config["dtype"]
+    expected = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        expected[f"weights.{i}"] = (dtype, (fan_in, fan_out))
+        if config["bias"]:
+            expected[f"biases.{i}"] = (dtype, (fan_out,))
+    if opt:
+        n = sum(a * b + (b if config["bias"] else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+        for slot in spec["slots"]:
+            expected[f"optimizer.0.{slot}"] = (dtype, (n,))
+    return expected
+
+
+def _check_tensors(path, found, expected):
+    for name, (dtype, shape) in expected.items():
+        if name not in found:
+            raise ValueError(f"{path}: {name} should have shape {shape}, found missing")
+        got_dtype, got_shape = found[name]
+        if got_shape != shape:
+            raise ValueError(f"{path}: {name} should have shape {shape}, found shape "
+                             f"{got_shape}")
+        if got_dtype != dtype:
+            raise ValueError(f"{path}: {name} should be {dtype} as the config says, found "
+                             f"{got_dtype}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ValueError(f"{path}: unexpected tensor {extra[0]!r}: the stored config and "
+                         "optimizer call for no such tensor")
+
+
+def _check_data(path, tensors, digests):
+    if digests is not None:
+        if set(digests) != set(tensors):
+            odd = sorted(set(digests) ^ set(tensors))
+            raise _bad(path, "sha256", f"does not list exactly the file's tensors ({odd[0]!r})")
+        for name, a in tensors.items():
+            if _digest(a) != digests[name]:
+                raise ValueError(f"{path}: {name} is corrupt: its SHA-256 differs from the one "
+                                 "saved with it")
+    for name, a in tensors.items():
+        if not np.isfinite(a).all():
+            raise ValueError(f"{path}: {name} holds NaN or inf values")
 
 
 def restore(model, checkpoint, path):
     """Fill ``model`` (built from ``checkpoint.config``) with the stored
-    parameters, RNG state and optimizer; ValueError naming ``path`` when
-    they do not fit the model."""
+    parameters, RNG states and optimizer; ValueError naming ``path`` when
+    they do not fit the model. A restored optimizer records ``path`` in its
+    ``loaded_from``."""
     from fastmlp import optim
 
     tensors = checkpoint.tensors
@@ -143,14 +315,8 @@ def restore(model, checkpoint, path):
                                  f"found {found}")
             view[...] = stored
     be = model.backend
-    with be.scope():
-        model.params[...] = be.asarray(host)
-    if checkpoint.rng is not None:       # so that resumed shuffling continues where it stopped
-        try:
-            model.rng.bit_generator.state = checkpoint.rng
-        except (TypeError, ValueError, KeyError) as e:
-            raise ValueError(f"{path}: the stored RNG state is invalid ({e})") from None
     opt_meta = checkpoint.optimizer
+    opt = None
     if opt_meta is not None:
         with be.scope():
             state = {k[len("optimizer."):]: be.asarray(v, dtype=model.dtype)
@@ -160,4 +326,18 @@ def restore(model, checkpoint, path):
             opt.load_state([model.params], state, opt_meta["t"], model.ops)
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
-        model.optimizer = opt
+        opt.loaded_from = path
+    if checkpoint.rng is not None:       # so that resumed shuffling continues where it stopped
+        try:
+            set_pcg64_state(model.rng, checkpoint.rng)
+        except ValueError as e:
+            raise ValueError(f"{path}: the stored RNG state is invalid ({e})") from None
+    dropout = checkpoint.dropout_rng
+    if dropout is not None and dropout.get("kind") == be.kind:   # same masks as if never saved
+        try:
+            be.set_rng_state(model.dropout_rng, dropout["state"])
+        except ValueError as e:
+            raise ValueError(f"{path}: the stored dropout RNG state is invalid ({e})") from None
+    with be.scope():
+        model.params[...] = be.asarray(host)
+    model.optimizer = opt if opt is not None else model.optimizer

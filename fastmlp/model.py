@@ -245,7 +245,9 @@ class MLP:
         if a.shape != (n,):
             raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, "
                              f"got {tuple(a.shape)}")
-        if not bool(xp.isfinite(a).all()) or bool((a < 0).any()):
+        if not bool(xp.isfinite(a).all()):
+            raise ValueError(self._nonfinite_message("sample_weight", w))
+        if bool((a < 0).any()):
             raise ValueError("sample_weight must be finite and non-negative")
         if not bool((a > 0).any()):
             raise ValueError("sample_weight sums to zero: no sample would count")
@@ -270,8 +272,23 @@ class MLP:
             raise ValueError("x is empty: it has 0 samples")
         a = self.backend.xp.ascontiguousarray(a)
         if not bool(self.backend.xp.isfinite(a).all()):
-            raise ValueError("x contains NaN or inf values")
+            raise ValueError(self._nonfinite_message("x", x))
         return a
+
+    def _nonfinite_message(self, name, given):
+        """Why ``given`` became non-finite: NaN/inf in the data, or finite
+        values too large for the model's dtype (the cast overflowed)."""
+        try:
+            host = np.asarray(given)
+            finite = host.dtype.kind in "biuf" and bool(np.isfinite(host).all())
+        except (TypeError, ValueError):        # a device array: the data itself is not finite
+            finite = False
+        if not finite:
+            return f"{name} contains NaN or inf values"
+        top = float(np.abs(host).max())
+        return (f"{name} holds values up to {top:.3g}, beyond the range of {self.dtype.name} "
+                f"(max {np.finfo(self.dtype).max:.3g}): scale the data, or use "
+                "dtype='float64'")
 
     def _as_y(self, y, n):
         """Dense targets (n, K) in the model dtype, and what ``Loss.hits`` compares to."""
@@ -309,7 +326,10 @@ class MLP:
                                                  bool((xp.abs(a.sum(axis=1) - 1) < 1e-3).all())):
             raise ValueError("cross_entropy targets must be class ids, or one-hot / probability "
                              "rows (non-negative, each summing to 1)")
-        dense = xp.ascontiguousarray(a, dtype=self.dtype)
+        with np.errstate(over="ignore"):           # reported below, as an overflow
+            dense = xp.ascontiguousarray(a, dtype=self.dtype)
+        if dense.dtype != a.dtype and not bool(xp.isfinite(dense).all()):
+            raise ValueError(self._nonfinite_message("y", y))
         targets = self.loss_fn.targets(dense)
         if targets is not None and targets.dtype.kind == "i":
             targets = targets.astype(xp.int64, copy=False)
@@ -431,7 +451,7 @@ class MLP:
 
     def fit(self, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
             validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-            sample_weight=None):
+            sample_weight=None, on_nonfinite="raise"):
         """Train in place; returns a :class:`fastmlp.train.History`.
 
         See :func:`fastmlp.train.fit` for the arguments.
@@ -440,7 +460,8 @@ class MLP:
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                    shuffle=shuffle, validation_data=validation_data,
                    validation_split=validation_split, progress=progress,
-                   early_stopping=early_stopping, sample_weight=sample_weight)
+                   early_stopping=early_stopping, sample_weight=sample_weight,
+                   on_nonfinite=on_nonfinite)
 
     def save(self, path, include_optimizer=True):
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""
@@ -467,11 +488,15 @@ class MLP:
 
 def load(path, device="auto"):
     """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
-    (as ``model.optimizer``) when the file holds one.
+    (as ``model.optimizer``) when the file holds one, and the shuffling and
+    dropout RNG states: ``fit(optimizer=None)`` then continues exactly as if
+    training had never stopped (on the device kind it was saved on).
 
-    Raises ValueError for a truncated, foreign or newer-format file.
+    Raises ValueError naming the file (and the field) for a truncated,
+    corrupt, foreign, newer-format or inconsistent file, before anything
+    large is allocated: see :func:`fastmlp.io.read`.
     """
-    checkpoint = io.read(path)
+    checkpoint = io.read(path)          # every tensor checked against the config first
     try:
         model = MLP(**checkpoint.config, device=device)
     except (TypeError, ValueError) as e:

@@ -43,6 +43,8 @@ class Optimizer:
         self.ops = None
         self.t = 0
         self._params = None
+        #: the checkpoint this optimizer's state was loaded from (None if none)
+        self.loaded_from = None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -44,6 +44,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from fastmlp import optim
 from fastmlp.model import MLP
+from fastmlp.train import DivergedError
 
 try:                                            # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -249,8 +250,13 @@ class _BaseMLP(BaseEstimator):
         opt = model.optimizer
         self.n_iter_ = 0                                   # per fit, as scikit-learn counts
         for _ in range(1 if incremental else self.max_iter):
-            hist = model.fit(data, epochs=1, batch_size=batch, optimizer=opt,
-                             shuffle=bool(self.shuffle))
+            try:
+                hist = model.fit(data, epochs=1, batch_size=batch, optimizer=opt,
+                                 shuffle=bool(self.shuffle))
+            except DivergedError as e:     # the weights are back to the last finite epoch's
+                raise ValueError("Solver produced non-finite parameter weights. The input "
+                                 "data may contain large values and need to be "
+                                 "preprocessed.") from e
             penalty = sum(float((w * w).sum()) for w in model.weights)
             self.loss_ = (hist.history["train_loss"][0] * self._loss_factor
                           + 0.5 * self.alpha * penalty * -(-n // batch) / weight)

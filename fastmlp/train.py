@@ -7,10 +7,15 @@ each batch's rows into a reused buffer, or hands the whole epoch to the
 engine where it has a call for that. Losses and hit counts stay on the
 device as 0-d arrays and are read back once per epoch, so a GPU is never
 made to wait per step. Only the model's public attributes are used here.
+
+At each epoch's end the loss and the parameters are checked for NaN and
+inf (``on_nonfinite``); a device copy of the last finite state, refreshed in
+place, is what a diverged run goes back to.
 """
 
 import math
 import time
+import warnings
 from numbers import Integral, Real
 
 from fastmlp import optim
@@ -23,6 +28,8 @@ class History:
     ``history`` maps ``train_loss``, ``train_accuracy`` (classifiers),
     ``val_loss``, ``val_accuracy`` (with validation data) and ``seconds`` to
     one value per epoch run. ``best_epoch`` is set when early stopping ran.
+    An epoch in which training diverged is recorded too, with the NaN or
+    inf it produced, so the record shows where it went wrong.
     """
 
     def __init__(self):
@@ -42,6 +49,47 @@ class History:
     def __repr__(self):
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
         return f"History(epochs={self.epochs}, last={last})"
+
+
+#: what ``fit(on_nonfinite=...)`` accepts
+ON_NONFINITE = ("raise", "warn", "ignore")
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or non-finite parameters.
+
+    The model's parameters and optimizer state were put back to those of
+    the last epoch that ended finite. ``epoch`` is the epoch that diverged
+    and ``history`` the :class:`History` of the epochs run, that one included.
+    """
+
+    def __init__(self, message, epoch, history):
+        super().__init__(message)
+        self.epoch = epoch
+        self.history = history
+
+
+class _Snapshot:
+    """A device copy of the parameters and the optimizer's state (and step
+    count) at the end of the last finite epoch, refreshed in place."""
+
+    def __init__(self, model, opt):
+        self.params = model.params.copy()
+        self.state = {k: a.copy() for k, a in opt.state_arrays().items()}
+        self.t, self.epoch = opt.t, 0
+
+    def take(self, model, opt, epoch):
+        self.params[...] = model.params
+        for k, a in opt.state_arrays().items():
+            self.state[k][...] = a
+        self.t, self.epoch = opt.t, epoch
+
+    def restore(self, model, opt):
+        # in place: engines and the optimizer keep references to these arrays
+        model.params[...] = self.params
+        for k, a in opt.state_arrays().items():
+            a[...] = self.state[k]
+        opt.t = self.t
 
 
 def _check_int(name, value, lo):
@@ -103,9 +151,17 @@ def _optimizer(model, optimizer, lr):
     return optim.get("adam" if optimizer is None else optimizer, lr=lr)
 
 
+def _warn_if_discarding(old, new):
+    """Say so when a new optimizer replaces one whose state came from a checkpoint."""
+    if old is not None and new is not old and old.loaded_from is not None:
+        warnings.warn(f"fit(optimizer={new.name!r}) discards the {old.name} state (step "
+                      f"{old.t}) loaded from {old.loaded_from}: pass optimizer=None to "
+                      "resume it", UserWarning, stacklevel=4)
+
+
 def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-        sample_weight=None):
+        sample_weight=None, on_nonfinite="raise"):
     """Train ``model`` in place and return a :class:`History`.
 
     Args:
@@ -125,11 +181,24 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
         early_stopping: patience in epochs without improvement of the
             validation loss (the training loss without validation); the best
             weights are restored at the end (the optimizer's state is kept as
-            it was at the last epoch run).
+            it was at the last epoch run). An epoch whose score is NaN or
+            inf is never the best.
         sample_weight: a weight per sample (N,): each sample's loss term
             counts that many times, and a mean divides by the weights' sum
             per batch (as scikit-learn does); ``train_loss`` and
             ``train_accuracy`` are weighted the same way.
+        on_nonfinite: what to do when, at an epoch's end, the training loss
+            or any parameter is NaN or inf (a learning rate too high, inputs
+            too large): "raise" (default) puts the parameters and optimizer
+            state (and its step count) back to those of the last epoch that
+            ended finite (or of the start of this fit) and raises
+            :class:`DivergedError`, which names the epoch and carries the
+            History as ``history``; "warn" restores the same way, stops, warns
+            (RuntimeWarning) and returns the History, after which early
+            stopping still restores its best epoch; "ignore" checks nothing
+            and trains on. The diverged epoch stays in the History, with its
+            NaN or inf values. Checking costs a copy of the parameters and
+            optimizer state on the device and a pass over them per epoch.
 
     Every argument is checked before the model changes: a bad one raises
     ValueError or TypeError and leaves the model as it was.
@@ -139,6 +208,9 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
         batch_size = _check_int("batch_size", batch_size, 1)
     if early_stopping is not None:
         early_stopping = _check_int("early_stopping", early_stopping, 1)
+    if not isinstance(on_nonfinite, str) or on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {list(ON_NONFINITE)}, "
+                         f"got {on_nonfinite!r}")
     be = model.backend
     with be.scope():
         train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
@@ -148,16 +220,23 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
         engine = model.engine_for(bs, opt, True, train.x, fresh=True)
         if not opt.is_for([model.params]):     # new, or last used on other arrays
             opt.init([model.params], model.ops)
+        _warn_if_discarding(model.optimizer, opt)
         model.optimizer = opt
-        return _run(model, engine, opt, train, val, epochs, bs, shuffle, progress,
-                    early_stopping)
+        bar = _bar(progress, math.ceil(n / bs))
+        try:
+            return _run(model, engine, opt, train, val, epochs, bs, shuffle, bar,
+                        early_stopping, on_nonfinite)
+        finally:
+            if bar is not None:
+                bar.close()
 
 
-def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience):
+def _run(model, engine, opt, train, val, epochs, bs, shuffle, bar, patience, on_nonfinite):
     be, (x, y, t, w), n = model.backend, train, train.x.shape[0]
     count = n if w is None else float(w.sum())        # what the epoch's mean divides by
-    history, best, best_params, waited = History(), math.inf, None, 0
-    bar = _bar(progress, math.ceil(n / bs))
+    history, best, waited = History(), math.inf, 0
+    best_params = be.xp.empty_like(model.params) if patience is not None else None
+    last_good = _Snapshot(model, opt) if on_nonfinite != "ignore" else None
     # Shuffled batches are gathered into buffers made once. Copying the whole
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
@@ -193,20 +272,38 @@ def _run(model, engine, opt, train, val, epochs, bs, shuffle, progress, patience
         if bar is not None:
             bar.write(f"epoch {epoch}/{epochs}: " + ", ".join(
                 f"{k} {v:.4f}" if k != "seconds" else f"{v:.2f} s" for k, v in logs.items()))
+        if last_good is not None:
+            # the loss is already a host float; the parameters cost one pass and one sync
+            if not (math.isfinite(logs["train_loss"]) and bool(be.xp.isfinite(model.params).all())):
+                last_good.restore(model, opt)
+                message = _diverged(epoch, logs["train_loss"], last_good.epoch, opt.lr)
+                if on_nonfinite == "raise":
+                    raise DivergedError(message, epoch, history)
+                warnings.warn(message, RuntimeWarning, stacklevel=4)
+                break
+            last_good.take(model, opt, epoch)
         if patience is not None:
             score = logs["val_loss" if val is not None else "train_loss"]
-            if score < best:
-                best, best_params, waited = score, model.params.copy(), 0
+            if math.isfinite(score) and score < best:      # NaN or inf is never the best
+                best, waited = score, 0
+                best_params[...] = model.params
                 history.best_epoch = epoch
             else:
                 waited += 1
                 if waited >= patience:
                     break
-    if bar is not None:
-        bar.close()
-    if best_params is not None:
+    if history.best_epoch is not None:
         model.params[...] = best_params
     return history
+
+
+def _diverged(epoch, loss, good_epoch, lr):
+    what = ("the weights became non-finite" if math.isfinite(loss)
+            else f"the training loss became {loss}")
+    since = f"the end of epoch {good_epoch}" if good_epoch else "the start of this fit"
+    return (f"training diverged in epoch {epoch}: {what}; the weights and optimizer state "
+            f"from {since} were restored. Lower the learning rate (lr={lr:g}), scale the "
+            "inputs (and regression targets) to unit variance, or clip extreme values")
 
 
 def _rows(be, arrays, perm, bufs, lo, hi):

@@ -46,7 +46,7 @@ CASES = [
     ("negative sample_weight", lambda m: m.fit(X, Y, sample_weight=_with(np.ones(20), 3, -1)),
      ValueError, "finite and non-negative"),
     ("NaN sample_weight", lambda m: m.fit(X, Y, sample_weight=_with(np.ones(20), 3, np.nan)),
-     ValueError, "finite and non-negative"),
+     ValueError, "sample_weight contains NaN or inf"),
     ("sample_weight of the wrong length", lambda m: m.fit(X, Y, sample_weight=np.ones(19)),
      ValueError, "sample_weight must have shape (20,)"),
     ("sample_weight all zero", lambda m: m.fit(X, Y, sample_weight=np.zeros(20)), ValueError,

@@ -9,11 +9,12 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import fastmlp
+import fastmlp.atomic
 import fastmlp.io
 from fastmlp import optim
 from fastmlp.backend import cuda_status
 
-TMP_GLOB = ".fastmlp-*.tmp"
+TMP_GLOB = "*" + fastmlp.atomic.SUFFIX
 
 
 def _trained(device, x, y, epochs=3, optimizer="adam", lr=0.01, **mlp_kwargs):

@@ -1,0 +1,167 @@
+"""Atomic file replacement that loses nothing and leaves nothing behind.
+
+:func:`write` puts bytes at a path so that a reader sees either the old file
+or the new one, whole, whatever happens to the writer:
+
+- the data goes to a temp file beside the target (``.<name>.<random>.fastmlp-tmp``),
+  is fsynced and renamed over the target, then the directory is fsynced;
+- while it is written, the temp file is locked (``flock``); the lock dies with
+  the process, so the next save to the same path knows a temp file whose lock
+  it can take was left by a killed writer and removes it, and never touches a
+  live writer's (where ``fcntl`` is missing, as on Windows, nothing is removed);
+- the new file gets the mode the existing file had, or else what a plain
+  ``open()`` would give under the process's umask; a target the user may not
+  write is refused as ``open()`` would refuse it;
+- a symbolic link is followed: the file it points to is replaced, and the
+  link stays a link (so the link and its target never disagree);
+- errors name the user's path, not the temp file.
+"""
+
+import os
+import stat
+import tempfile
+
+try:
+    import fcntl
+except ImportError:            # Windows: no advisory locks, no stale-file cleanup
+    fcntl = None
+
+SUFFIX = ".fastmlp-tmp"
+_NAME_MAX = 200                # room for the random part and suffix within 255 bytes
+
+
+def temp_prefix(target):
+    """The prefix of every temp file that a save to ``target`` makes."""
+    return "." + os.path.basename(target)[:_NAME_MAX] + "."
+
+
+def write(path, data):
+    """Replace ``path`` with ``data`` (bytes) atomically; see the module docstring.
+
+    Raises OSError (FileNotFoundError, PermissionError, ...) naming ``path``.
+    """
+    shown = os.fspath(path)
+    target = os.path.realpath(shown)
+    folder = os.path.dirname(target)
+    try:
+        mode = _mode_for(target)
+        remove_stale(target)
+        for attempt in range(3):
+            try:
+                return _replace(target, folder, data, mode)
+            except _Raced:
+                if attempt == 2:
+                    raise OSError("concurrent saves kept removing the temp file") from None
+    except OSError as e:
+        if e.filename == shown:
+            raise
+        reason = e.strerror or str(e)
+        if e.errno is None:
+            raise OSError(f"could not save {shown}: {reason}") from e
+        raise OSError(e.errno, f"could not save the checkpoint ({reason})", shown) from None
+
+
+def _mode_for(target):
+    """The permission bits the new file gets (PermissionError if ``open`` would refuse)."""
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        folder = os.path.dirname(target)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(2, "the directory does not exist", folder) from None
+        return 0o666 & ~_umask()
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(21, "it is a directory")
+    if not os.access(target, os.W_OK):
+        raise PermissionError(13, "the file is read-only")
+    return stat.S_IMODE(st.st_mode)
+
+
+def _umask():
+    try:                       # Linux says it without changing it (thread-safe)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _replace(target, folder, data, mode):
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(target), suffix=SUFFIX)
+    try:
+        _lock(fd, tmp)
+        with open(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)            # still locked: a cleaner never sees it unlocked
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(fd)
+    if hasattr(os, "O_DIRECTORY"):         # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+class _Raced(Exception):
+    """A concurrent save's cleanup removed our temp file before we locked it."""
+
+
+def _lock(fd, tmp):
+    """Lock the new temp file, and make sure it is still ours: a cleaner may
+    have taken the lock and removed the file between mkstemp and here."""
+    if fcntl is None:
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+            return
+    except FileNotFoundError:
+        pass
+    raise _Raced()
+
+
+def remove_stale(target):
+    """Remove the temp files that killed saves to ``target`` left behind;
+    return their names. A temp file is stale when its lock can be taken."""
+    if fcntl is None:
+        return []
+    folder, prefix = os.path.dirname(target), temp_prefix(target)
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(SUFFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue                       # gone already, or not ours to read
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Still the file we locked? A live writer may have renamed it into place.
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+                removed.append(name)
+        except OSError:
+            pass                           # locked: a live writer's
+        finally:
+            os.close(fd)
+    return removed
