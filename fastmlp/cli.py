@@ -2,21 +2,37 @@
 
 import argparse
 import logging
+import math
+import os
 import platform
 import sys
 import time
 from importlib import metadata
 
+from fastmlp import __version__
+
 
 def _sizes(text):
-    try:
-        sizes = [int(s) for s in text.replace("-", ",").split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"sizes must look like 784,128,64,10, got {text!r}") from None
+    """Layer widths from "784,128,10" (or "784-128-10"): two or more positive ints."""
+    sep = "," if "," in text else "-"
+    sizes = [_width(field, text) for field in text.split(sep)]
     if len(sizes) < 2:
-        raise argparse.ArgumentTypeError("sizes needs at least an input and an output width")
+        raise argparse.ArgumentTypeError(
+            f"sizes needs at least an input and an output width, got {text!r}")
     return sizes
+
+
+def _width(field, text):
+    # int() takes "-128" and "0" as readily as "128": a width must also be >= 1.
+    try:
+        width = int(field)
+    except ValueError:
+        width = 0
+    if width < 1:
+        raise argparse.ArgumentTypeError(
+            f"layer widths must be positive integers, got {field.strip()!r} in {text!r} "
+            "(write e.g. 784,128,64,10)")
+    return width
 
 
 def _positive_int(text):
@@ -29,43 +45,104 @@ def _positive_int(text):
     return value
 
 
+def _fraction(text):
+    """A validation fraction in [0, 1), checked here so that a bad one fails before loading."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:            # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction in [0, 1) (0: no validation set), got {text!r}")
+    return value
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="fastmlp", description="Train multi-layer perceptrons.")
+    p.add_argument("--version", action="version", version=f"fastmlp {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an MLP on MNIST and report test accuracy",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--sizes", type=_sizes, default=[784, 128, 64, 10],
-                   help="layer widths, e.g. 784,128,64,10")
-    t.add_argument("--activation", default="relu", help="sigmoid, relu, tanh or identity")
-    t.add_argument("--optimizer", default="adam", help="sgd, adagrad, rmsprop, adam or adamw")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0)")
-    t.add_argument("--epochs", type=_positive_int, default=10)
-    t.add_argument("--batch-size", type=_positive_int, default=128)
-    t.add_argument("--validation-split", type=float, default=1 / 12,
-                   help="fraction of the training set held out for validation")
-    t.add_argument("--device", default="auto", help='"cpu", "cuda", "cuda:N" or "auto"')
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--data", default=None,
-                   help="directory holding the MNIST .gz files (default: $FASTMLP_DATA/mnist, "
-                        "then ~/.cache/fastmlp/mnist, else download)")
-    t.add_argument("--save", default=None, help="write the trained model to this .safetensors")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+                       description="Train an MLP on MNIST and report its test accuracy.")
+    # Defaults are spelled out in each help: argparse's automatic "(default: ...)"
+    # printed None for --momentum and 0.08333333333333333 for --validation-split.
+    t.add_argument("--sizes", type=_sizes, default="784,128,64,10", metavar="WIDTHS",
+                   help="layer widths from input to output (default: %(default)s)")
+    t.add_argument("--activation", default="relu", metavar="NAME",
+                   help="sigmoid, relu, tanh or identity (default: %(default)s)")
+    t.add_argument("--optimizer", default="adam", metavar="NAME",
+                   help="sgd, adagrad, rmsprop, adam or adamw (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)g)")
+    t.add_argument("--momentum", type=float, default=None,
+                   help="momentum of --optimizer sgd (default: 0, plain SGD)")
+    t.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
+                   help="passes over the training set (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive_int, default=128, metavar="N",
+                   help="samples per step (default: %(default)s)")
+    t.add_argument("--validation-split", type=_fraction, default=1 / 12, metavar="FRACTION",
+                   help="fraction of the training set held out to report val_accuracy each "
+                        "epoch, 0 for none (default: 1/12, i.e. 5000 images)")
+    t.add_argument("--device", default="auto",
+                   help='"cpu", "cuda", "cuda:N" or "auto", the GPU when usable '
+                        "(default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    t.add_argument("--data", default=None, metavar="DIR",
+                   help="an existing directory holding the four MNIST .gz files (default: "
+                        "$FASTMLP_DATA/mnist, else $XDG_CACHE_HOME/fastmlp/mnist or "
+                        "~/.cache/fastmlp/mnist; downloaded when missing)")
+    t.add_argument("--save", default=None, metavar="PATH",
+                   help="write the trained model to this .safetensors file, in an existing, "
+                        "writable directory (default: not saved)")
+    t.add_argument("--no-progress", action="store_true",
+                   help="print one line per epoch instead of a progress bar")
     sub.add_parser("info", help="print versions and which devices are usable")
     return p
+
+
+def _check_data(data):
+    """Refuse a --data that does not exist: it is a typo, not a place to download to."""
+    if data is not None and not os.path.isdir(os.path.expanduser(data)):
+        raise ValueError(
+            f"--data {data}: no such directory. Pass the directory holding the four MNIST "
+            ".gz files, or leave out --data to use $FASTMLP_DATA/mnist or the cache "
+            "(downloading there when they are missing).")
+
+
+def _check_save(path):
+    """Refuse a --save path that cannot be written before training, not after it."""
+    if path is None:
+        return
+    full = os.path.realpath(path)        # as the save does: a link's target is replaced
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        problem = "is a directory"
+    elif not os.path.isdir(folder):
+        problem = f"{folder} is not an existing directory"
+    elif not os.access(folder, os.W_OK | os.X_OK):    # the save writes a temp file there
+        problem = f"directory {folder} is not writable"
+    elif os.path.exists(full) and not os.access(full, os.W_OK):
+        problem = "the file exists and is not writable"
+    else:
+        return
+    raise ValueError(f"--save {path}: {problem}")
 
 
 def train(args):
     """Train on MNIST as ``args`` say; print per-epoch and final figures."""
     import fastmlp as fm
-    from fastmlp.datasets import load_mnist
+    from fastmlp.datasets import MNISTNotFoundError, load_mnist
 
     opt_kwargs = {} if args.momentum is None else {"momentum": args.momentum}
     if opt_kwargs and args.optimizer.lower() != "sgd":
         raise ValueError("--momentum applies to --optimizer sgd only")
     model = fm.MLP(args.sizes, activation=args.activation, device=args.device, seed=args.seed)
     optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
-    (x, y), (x_test, y_test) = load_mnist(args.data)
+    _check_data(args.data)
+    _check_save(args.save)
+    try:
+        (x, y), (x_test, y_test) = load_mnist(args.data)
+    except MNISTNotFoundError as e:
+        raise e.with_hint("pass --data DIR") from e
     print(f"{model}, {model.n_params:,} parameters, {optimizer!r}", flush=True)
     start = time.perf_counter()
     hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,

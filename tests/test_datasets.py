@@ -6,18 +6,21 @@ beside the repository. Downloads only ever hit a local HTTP server on 127.0.0.1.
 
 import functools
 import gzip
+import io
 import logging
 import os
 import shutil
 import socket
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fastmlp.datasets import MNIST_FILES, _parse_idx, load_mnist
+from fastmlp import datasets
+from fastmlp.datasets import MNIST_FILES, MNISTNotFoundError, _parse_idx, load_mnist
 
 GZ_NAMES = [n + ".gz" for n in MNIST_FILES]
 
@@ -53,12 +56,13 @@ def _closed_port_url():
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """No real ~/.cache, no inherited FASTMLP_DATA, and no internet mirrors."""
+    """No real ~/.cache or $XDG_CACHE_HOME, no inherited FASTMLP_DATA, no internet mirrors."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("USERPROFILE", str(home))
     monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("FASTMLP_MNIST_URL", _closed_port_url())
     assert os.path.expanduser("~") == str(home)
     return home
@@ -220,13 +224,17 @@ def _leftovers(d):
 def test_download_into_explicit_path(real_dir, tmp_path, serve, caplog):
     url, requests = serve(_link(real_dir, tmp_path / "mirror"))
     target = tmp_path / "target"
+    target.mkdir()
     with caplog.at_level(logging.INFO, logger="fastmlp"):
         _check_shapes(load_mnist(target, urls=[url]))
     assert sorted(requests) == sorted(("/" + g, 200) for g in GZ_NAMES)
     for g in GZ_NAMES:
         assert (target / g).read_bytes() == (real_dir / g).read_bytes()
     assert _leftovers(target) == []
-    assert len([r for r in caplog.records if r.getMessage().startswith("Downloaded")]) == 4
+    messages = [r.getMessage() for r in caplog.records]
+    for g in GZ_NAMES:     # each download is announced before it starts
+        started = messages.index(f"Downloading {g} from {url}{g}")
+        assert messages[started + 1] == f"Downloaded {g} from {url}{g} to {target / g}"
 
 
 @pytest.mark.parametrize("where", ["env", "home"])
@@ -245,6 +253,7 @@ def test_download_default_target(where, real_dir, tmp_path, isolated_env, monkey
 def test_download_404_then_second_mirror(real_dir, tmp_path, serve):
     bad_url, bad_requests = serve(tmp_path / "empty_mirror")
     good_url, _ = serve(_link(real_dir, tmp_path / "mirror"))
+    (tmp_path / "target").mkdir()
     (xtr, _), (xte, _) = load_mnist(tmp_path / "target", dtype="float64", urls=[bad_url, good_url])
     assert xtr.dtype == np.float64 and xtr.shape == (60000, 784)
     assert sorted(bad_requests) == sorted(("/" + g, 404) for g in GZ_NAMES)
@@ -257,6 +266,7 @@ def test_corrupted_download_rejected_then_recovered(real_dir, tmp_path, serve):
     _write_corrupt(real_dir, mirror)
     bad_url, _ = serve(mirror)
     target = tmp_path / "target"
+    target.mkdir()
     with pytest.raises(RuntimeError, match="SHA-256") as exc:
         load_mnist(target, urls=[bad_url])
     assert "t10k-labels-idx1-ubyte" in str(exc.value)
@@ -271,7 +281,8 @@ def test_corrupted_download_rejected_then_recovered(real_dir, tmp_path, serve):
 
 def test_offline_error_message(tmp_path, isolated_env):
     url = _closed_port_url()
-    with pytest.raises(RuntimeError) as exc:
+    (tmp_path / "target").mkdir()
+    with pytest.raises(MNISTNotFoundError) as exc:
         load_mnist(tmp_path / "target", urls=[url])
     msg = str(exc.value)
     for needle in ("FASTMLP_DATA", "path=", "~/.cache/fastmlp/mnist", str(tmp_path / "target"),
@@ -283,7 +294,129 @@ def test_offline_error_message(tmp_path, isolated_env):
 def test_download_false_does_not_fetch(tmp_path, serve, monkeypatch):
     url, requests = serve(tmp_path / "mirror")
     monkeypatch.setenv("FASTMLP_MNIST_URL", url)
+    (tmp_path / "target").mkdir()
     with pytest.raises(RuntimeError, match="download=False") as exc:
         load_mnist(tmp_path / "target", download=False)
     assert "FASTMLP_DATA" in str(exc.value)
-    assert requests == [] and not (tmp_path / "target").exists()
+    assert requests == [] and list((tmp_path / "target").iterdir()) == []
+
+
+# --- an explicit path must exist ------------------------------------------
+
+def test_missing_explicit_path_is_an_error_not_created(real_dir, tmp_path, isolated_env, serve):
+    """A typo is reported, not created and downloaded into, even when the cache has the files."""
+    _link(real_dir, isolated_env / ".cache" / "fastmlp" / "mnist")
+    url, requests = serve(_link(real_dir, tmp_path / "mirror"))
+    typo = tmp_path / "typo" / "mnist"
+    with pytest.raises(FileNotFoundError, match="does not exist") as exc:
+        load_mnist(typo, urls=[url])
+    assert str(typo) in str(exc.value) and "path=None" in str(exc.value)
+    assert not (tmp_path / "typo").exists() and requests == []
+
+
+def test_explicit_path_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        load_mnist(tmp_path / "file")
+
+
+# --- $XDG_CACHE_HOME --------------------------------------------------------
+
+def test_xdg_cache_home_is_the_cache(real_dir, tmp_path, isolated_env, monkeypatch, caplog):
+    _link(real_dir, isolated_env / ".cache" / "fastmlp" / "mnist")     # not used
+    xdg_dir = _link(real_dir, tmp_path / "xdg" / "fastmlp" / "mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with caplog.at_level(logging.DEBUG, logger="fastmlp"):
+        load_mnist(download=False)
+    assert _loaded_from(caplog) == [f"Loading MNIST from {xdg_dir}"]
+
+
+def test_xdg_cache_home_receives_downloads(real_dir, tmp_path, isolated_env, monkeypatch, serve):
+    url, _ = serve(_link(real_dir, tmp_path / "mirror"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_mnist(urls=[url])
+    target = tmp_path / "xdg" / "fastmlp" / "mnist"
+    assert sorted(p.name for p in target.iterdir()) == sorted(GZ_NAMES)
+    assert not (isolated_env / ".cache").exists()
+
+
+def test_relative_xdg_cache_home_is_ignored(isolated_env, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", "xdg-rel/cache")      # the XDG spec: ignore it
+    with pytest.raises(RuntimeError) as exc:
+        load_mnist(download=False)
+    assert str(isolated_env / ".cache" / "fastmlp" / "mnist") in str(exc.value)
+    assert "xdg-rel" not in str(exc.value)
+
+
+# --- silent mirrors and progress -------------------------------------------
+
+@pytest.fixture
+def silent_server():
+    """(base_url, connections) of a 127.0.0.1 server that accepts and never answers."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.05)
+    connections, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(srv.accept()[0])
+            except TimeoutError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/", connections
+    stop.set()
+    thread.join()
+    for c in connections:
+        c.close()
+    srv.close()
+
+
+def test_silent_mirror_times_out_and_is_named(tmp_path, silent_server, monkeypatch, caplog):
+    url, connections = silent_server
+    monkeypatch.setattr(datasets, "_TIMEOUT", 0.5)
+    (tmp_path / "target").mkdir()
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="fastmlp"):
+        with pytest.raises(MNISTNotFoundError) as exc:
+            load_mnist(tmp_path / "target", urls=[url])
+    assert time.monotonic() - start < 8      # generous: the old 30 s timeout would not pass
+    first = f"{url}{GZ_NAMES[0]}"
+    assert f"{first}: no answer within 0.5 s" in str(exc.value)
+    # announced before the attempt, so a hang is never silent
+    assert f"Downloading {GZ_NAMES[0]} from {first}" in [r.getMessage() for r in caplog.records]
+    assert len(connections) == 1 and _leftovers(tmp_path / "target") == []
+
+
+def test_silent_mirror_is_not_retried_for_each_file(real_dir, tmp_path, silent_server, serve,
+                                                    monkeypatch):
+    silent_url, connections = silent_server
+    good_url, good_requests = serve(_link(real_dir, tmp_path / "mirror"))
+    monkeypatch.setattr(datasets, "_TIMEOUT", 0.5)
+    (tmp_path / "target").mkdir()
+    _check_shapes(load_mnist(tmp_path / "target", urls=[silent_url, good_url]))
+    assert len(connections) == 1       # one timeout in all, not one per file
+    assert sorted(good_requests) == sorted(("/" + g, 200) for g in GZ_NAMES)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_bar_for_large_files_on_a_terminal(tty, real_dir, tmp_path, serve, monkeypatch):
+    url, _ = serve(_link(real_dir, tmp_path / "mirror"))
+    stderr = _Terminal() if tty else io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    monkeypatch.setattr(logging.getLogger("fastmlp"), "handlers", [])   # only the bar here
+    (tmp_path / "target").mkdir()
+    load_mnist(tmp_path / "target", urls=[url])
+    shown = stderr.getvalue()
+    if tty:     # the image files get a bar; the label files (< 1 MiB) do not
+        assert "train-images-idx3-ubyte.gz:" in shown and "t10k-images-idx3-ubyte.gz:" in shown
+        assert "labels" not in shown
+    else:
+        assert shown == ""
