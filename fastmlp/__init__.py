@@ -5,7 +5,7 @@
     history = model.fit(x, y, epochs=10, batch_size=128, optimizer="adam", lr=1e-3)
 """
 
-from fastmlp import engines, optim
+from fastmlp import callbacks, engines, metrics, optim, schedules
 from fastmlp.backend import get_backend
 from fastmlp.gradcheck import gradcheck
 from fastmlp.model import MLP, Prepared, load
@@ -13,12 +13,16 @@ from fastmlp.train import DivergedError, History
 
 __version__ = "0.1.0"
 __all__ = ["MLP", "Prepared", "History", "DivergedError", "optim", "gradcheck", "load",
-           "get_backend", "engines", "datasets"]
+           "get_backend", "engines", "callbacks", "schedules", "metrics", "datasets", "export",
+           "plot"]
+
+_LAZY = ("datasets", "export", "plot")
 
 
 def __getattr__(name):
-    # datasets pulls in urllib and friends: load it only when asked for.
-    if name == "datasets":
+    # datasets pulls in urllib and friends, export and plot their optional packages
+    # when used: load them only when asked for.
+    if name in _LAZY:
         import importlib
-        return importlib.import_module("fastmlp.datasets")
+        return importlib.import_module(f"fastmlp.{name}")
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

@@ -145,15 +145,12 @@ def train(args):
         raise e.with_hint("pass --data DIR") from e
     print(f"{model}, {model.n_params:,} parameters, {optimizer!r}", flush=True)
     start = time.perf_counter()
-    hist = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
-                     validation_split=args.validation_split, progress=not args.no_progress)
+    # One line per epoch with every figure, the same with or without the bar
+    # (which shows only on a terminal; --no-progress keeps the lines alone).
+    model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
+              validation_split=args.validation_split,
+              progress="lines" if args.no_progress else True)
     train_s = time.perf_counter() - start
-    if args.no_progress:      # with the bar, fit printed these lines as it went
-        h = hist.history
-        for i in range(hist.epochs):
-            shown = [k for k in ("train_loss", "val_accuracy") if k in h]
-            print(f"epoch {i + 1}/{args.epochs}: " +
-                  ", ".join(f"{k} {h[k][i]:.4f}" for k in shown) + f", {h['seconds'][i]:.2f} s")
     test = model.evaluate(x_test, y_test)
     print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); "
           f"training took {train_s:.1f} s")
@@ -186,10 +183,13 @@ def main(argv=None):
     log = logging.getLogger("fastmlp")
     log.setLevel(logging.INFO)
     if not log.handlers:
-        log.addHandler(logging.StreamHandler())
+        handler = logging.StreamHandler()
+        # fit prints its epoch lines itself; its log records would repeat them
+        handler.addFilter(lambda record: not record.name.startswith("fastmlp.train"))
+        log.addHandler(handler)
     try:
         return {"train": train, "info": info}[args.command](args)
-    except (ValueError, TypeError, RuntimeError) as e:
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
         print(f"fastmlp {args.command}: error: {e}", file=sys.stderr)
         return 2
 

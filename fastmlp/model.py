@@ -451,17 +451,33 @@ class MLP:
 
     def fit(self, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
             validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-            sample_weight=None, on_nonfinite="raise"):
-        """Train in place; returns a :class:`fastmlp.train.History`.
+            sample_weight=None, on_nonfinite="raise", callbacks=None, metrics=None,
+            initial_epoch=None, history=None):
+        """Train in place on ``x`` (N, n_in) and targets ``y``; returns a
+        :class:`fastmlp.History` of per-epoch figures.
 
-        See :func:`fastmlp.train.fit` for the arguments.
+        ``epochs`` passes of ``batch_size`` samples per step (1: per-sample
+        SGD; None: the full batch) with ``optimizer`` (a name or an
+        :mod:`fastmlp.optim` instance; None resumes ``self.optimizer`` or
+        starts Adam) at learning rate ``lr`` (a number or a schedule).
+        Validation data, early stopping, ``callbacks``, ``metrics``,
+        progress, sample weights, divergence handling (``on_nonfinite``)
+        and resuming (``initial_epoch``, ``history``): see
+        :func:`fastmlp.train.fit`, which documents every argument.
         """
         from fastmlp.train import fit
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                    shuffle=shuffle, validation_data=validation_data,
                    validation_split=validation_split, progress=progress,
                    early_stopping=early_stopping, sample_weight=sample_weight,
-                   on_nonfinite=on_nonfinite)
+                   on_nonfinite=on_nonfinite, callbacks=callbacks, metrics=metrics,
+                   initial_epoch=initial_epoch, history=history)
+
+    def summary(self):
+        """A table of the layers: shapes, activations, dropout, parameter
+        counts, dtype and device (a string; print it)."""
+        from fastmlp.summary import summary
+        return summary(self)
 
     def save(self, path, include_optimizer=True):
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""

@@ -37,7 +37,10 @@ class Optimizer:
     slots = ()
 
     def __init__(self, lr, weight_decay=0.0):
-        self.lr = check_number("lr", lr, 0.0, lo_open=True)
+        #: a learning-rate schedule (``schedule(epoch) -> lr``, see
+        #: :mod:`fastmlp.schedules`) that ``fit`` applies before each epoch, or None
+        self.schedule = lr if callable(lr) else None
+        self.lr = check_number("lr", lr(0) if callable(lr) else lr, 0.0, lo_open=True)
         self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
         self.state = None
         self.ops = None

@@ -17,34 +17,47 @@ import math
 import time
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
-from fastmlp import optim
+from fastmlp import callbacks as callbacks_
+from fastmlp import metrics as metrics_
+from fastmlp import optim, schedules
+from fastmlp import progress as progress_
 from fastmlp.prepared import Prepared
 
 
 class History:
-    """Per-epoch records of one ``fit``.
+    """Per-epoch records of training, one entry per epoch run.
 
     ``history`` maps ``train_loss``, ``train_accuracy`` (classifiers),
-    ``val_loss``, ``val_accuracy`` (with validation data) and ``seconds`` to
-    one value per epoch run. ``best_epoch`` is set when early stopping ran.
-    An epoch in which training diverged is recorded too, with the NaN or
-    inf it produced, so the record shows where it went wrong.
+    ``train_<metric>``, ``val_loss``, ``val_accuracy``, ``val_<metric>``
+    (with validation data), ``lr`` and ``seconds`` to one value per epoch,
+    and ``epoch`` lists the epochs' global numbers. ``fit(history=h)``
+    extends ``h`` (numbering on from its last epoch), so repeated fits can
+    keep one record; a figure missing from some epochs reads NaN there.
+    ``best_epoch`` is set by early stopping. An epoch in which training
+    diverged is recorded too, with the NaN or inf it produced.
     """
 
     def __init__(self):
         self.history = {}
+        self.epoch = []
         self.best_epoch = None
 
-    def append(self, logs):
-        """Add one epoch's ``{name: value}``."""
+    def append(self, logs, epoch=None):
+        """Add one epoch's ``{name: value}`` (its number: the next one unless given)."""
+        epoch = (self.epoch[-1] if self.epoch else 0) + 1 if epoch is None else int(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
+            self.history.setdefault(key, [math.nan] * len(self.epoch)).append(value)
+        self.epoch.append(epoch)
+        for values in self.history.values():
+            if len(values) < len(self.epoch):
+                values.append(math.nan)
 
     @property
     def epochs(self):
         """Number of epochs recorded."""
-        return len(self.history.get("seconds", []))
+        return len(self.epoch)
 
     def __repr__(self):
         last = {k: round(v[-1], 4) for k, v in self.history.items() if v}
@@ -76,7 +89,7 @@ class _Snapshot:
     def __init__(self, model, opt):
         self.params = model.params.copy()
         self.state = {k: a.copy() for k, a in opt.state_arrays().items()}
-        self.t, self.epoch = opt.t, 0
+        self.t, self.epoch = opt.t, None         # None: the start of this fit
 
     def take(self, model, opt, epoch):
         self.params[...] = model.params
@@ -145,8 +158,11 @@ def _split(model, x, y, sample_weight, validation_data, validation_split):
 def _optimizer(model, optimizer, lr):
     if optimizer is None and model.optimizer is not None:
         opt = model.optimizer
-        if lr is not None:
+        if callable(lr):
+            opt.schedule = lr
+        elif lr is not None:
             opt.lr = optim.check_number("lr", lr, 0.0, lo_open=True)
+            opt.schedule = None
         return opt
     return optim.get("adam" if optimizer is None else optimizer, lr=lr)
 
@@ -161,7 +177,8 @@ def _warn_if_discarding(old, new):
 
 def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
         validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-        sample_weight=None, on_nonfinite="raise"):
+        sample_weight=None, on_nonfinite="raise", callbacks=None, metrics=None,
+        initial_epoch=None, history=None):
     """Train ``model`` in place and return a :class:`History`.
 
     Args:
@@ -172,17 +189,22 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
         batch_size: samples per step; 1 is per-sample SGD, None the full batch.
         optimizer: an :mod:`fastmlp.optim` instance or a name ("sgd", "adam",
             ...); None resumes ``model.optimizer``, or starts Adam.
-        lr: learning rate for an optimizer given by name (or resumed).
+        lr: learning rate for an optimizer given by name (or resumed): a
+            number, or a schedule ``lr(epoch)`` (:mod:`fastmlp.schedules`)
+            applied before each epoch.
         shuffle: reshuffle the training data every epoch.
         validation_data: ``(x_val, y_val)`` or ``(x_val, y_val, w_val)``
             (or a Prepared) scored after each epoch; or
         validation_split: the last fraction of (x, y) held out for that.
-        progress: show a tqdm bar and one summary line per epoch.
+        progress: False (default), True (a tqdm bar on a terminal, else one
+            plain line per epoch), "bar" or "lines"; see :mod:`fastmlp.progress`.
+            Each epoch's line also goes to the ``fastmlp.train`` logger at INFO.
         early_stopping: patience in epochs without improvement of the
             validation loss (the training loss without validation); the best
             weights are restored at the end (the optimizer's state is kept as
             it was at the last epoch run). An epoch whose score is NaN or
-            inf is never the best.
+            inf is never the best. Shorthand for a
+            :class:`fastmlp.callbacks.EarlyStopping` callback.
         sample_weight: a weight per sample (N,): each sample's loss term
             counts that many times, and a mean divides by the weights' sum
             per batch (as scikit-learn does); ``train_loss`` and
@@ -199,6 +221,17 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
             and trains on. The diverged epoch stays in the History, with its
             NaN or inf values. Checking costs a copy of the parameters and
             optimizer state on the device and a pass over them per epoch.
+        callbacks: :class:`fastmlp.callbacks.Callback` instances, run around
+            each epoch in order (one may stop training).
+        metrics: names ("accuracy", "top_k_accuracy", "mae", "mse"),
+            :class:`fastmlp.metrics.Metric` instances or functions
+            ``fn(y_true, y_pred)``, logged as ``train_<name>`` and
+            ``val_<name>`` each epoch; see :mod:`fastmlp.metrics`.
+        initial_epoch: epochs already done (after ``fastmlp.load``, say):
+            the first epoch run is numbered ``initial_epoch + 1``, and
+            schedules continue from there; ``epochs`` more are run. Default:
+            where ``history`` ends, else 0.
+        history: a :class:`History` to extend (and return) instead of a new one.
 
     Every argument is checked before the model changes: a bad one raises
     ValueError or TypeError and leaves the model as it was.
@@ -211,9 +244,21 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
     if not isinstance(on_nonfinite, str) or on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite must be one of {list(ON_NONFINITE)}, "
                          f"got {on_nonfinite!r}")
+    progress = progress_.check(progress)
+    cbs = _check_callbacks(callbacks)
+    scored = [m for m in metrics_.get(metrics) if not isinstance(m, metrics_.Accuracy)]
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be a fastmlp.History, got {type(history).__name__}")
+    if initial_epoch is None:
+        initial_epoch = history.epoch[-1] if history is not None and history.epoch else 0
+    initial_epoch = _check_int("initial_epoch", initial_epoch, 0)
     be = model.backend
     with be.scope():
         train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
+        metrics_.check(model, metrics_.get(metrics))
+        if early_stopping is not None:
+            cbs.append(callbacks_.EarlyStopping("val_loss" if val is not None else "train_loss",
+                                                patience=early_stopping))
         opt = _optimizer(model, optimizer, lr)
         n = train.x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
@@ -222,85 +267,116 @@ def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuf
             opt.init([model.params], model.ops)
         _warn_if_discarding(model.optimizer, opt)
         model.optimizer = opt
-        bar = _bar(progress, math.ceil(n / bs))
+        hist = History() if history is None else history
+        plan = _Plan(epochs, bs, shuffle, on_nonfinite, cbs, scored, initial_epoch, hist)
+        report = progress_.Report(progress, math.ceil(n / bs), initial_epoch + epochs)
         try:
-            return _run(model, engine, opt, train, val, epochs, bs, shuffle, bar,
-                        early_stopping, on_nonfinite)
+            return _run(model, engine, opt, train, val, plan, report)
         finally:
-            if bar is not None:
-                bar.close()
+            report.close()
+            for cb in cbs:
+                if hasattr(cb, "close"):
+                    cb.close()
 
 
-def _run(model, engine, opt, train, val, epochs, bs, shuffle, bar, patience, on_nonfinite):
+class _Plan(NamedTuple):
+    """What one ``fit`` runs, checked."""
+
+    epochs: int
+    bs: int
+    shuffle: bool
+    on_nonfinite: str
+    callbacks: list
+    metrics: list            # scored after each epoch (accuracy is counted by the steps)
+    first: int               # epochs done before this fit
+    history: History
+
+
+def _run(model, engine, opt, train, val, plan, report):
     be, (x, y, t, w), n = model.backend, train, train.x.shape[0]
     count = n if w is None else float(w.sum())        # what the epoch's mean divides by
-    history, best, waited = History(), math.inf, 0
-    best_params = be.xp.empty_like(model.params) if patience is not None else None
-    last_good = _Snapshot(model, opt) if on_nonfinite != "ignore" else None
+    history, bs = plan.history, plan.bs
+    last_good = _Snapshot(model, opt) if plan.on_nonfinite != "ignore" else None
     # Shuffled batches are gathered into buffers made once. Copying the whole
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
     # kernel (plain SGD at batch size 1) takes the permutation itself.
     bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:], a.dtype)
-             for a in (x, y, t, w)] if shuffle else None)
-    for epoch in range(1, epochs + 1):
+             for a in (x, y, t, w)] if plan.shuffle else None)
+    for cb in plan.callbacks:
+        cb.model, cb.optimizer, cb.history = model, opt, history
+        cb.on_train_begin({})
+    logs = {}
+    for epoch in range(plan.first + 1, plan.first + plan.epochs + 1):
+        if opt.schedule is not None:       # a plain float that every step reads afresh
+            opt.lr = schedules.rate(opt.schedule, epoch - 1)
+        begin = {"lr": opt.lr}
+        for cb in plan.callbacks:
+            cb.on_epoch_begin(epoch, begin)
+        lr = opt.lr
         start = time.perf_counter()
-        perm = be.asarray(model.rng.permutation(n)) if shuffle else None
-        if bar is not None:
-            bar.reset()
-            bar.set_description(f"epoch {epoch}/{epochs}")
+        perm = be.asarray(model.rng.permutation(n)) if plan.shuffle else None
+        report.begin(epoch)
         total, hits = 0, 0
         whole = engine.train_epoch(x, y, t, perm, opt, w)
         if whole is not None:
             total, hits = whole
-            if bar is not None:
-                bar.update(math.ceil(n / bs))
+            report.advance(math.ceil(n / bs))
         for s in range(0, n if whole is None else 0, bs):
             xb, yb, tb, wb = _rows(be, (x, y, t, w), perm, bufs, s, min(s + bs, n))
             loss, h = engine.train_step(xb, yb, tb, opt, wb)
             total = total + loss
             if h is not None:
                 hits = hits + h
-            if bar is not None:
-                bar.update()
+            report.advance()
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
                                                          model.reduction, count, y.shape[1]))
+        logs.update(_prefixed("train_", metrics_.scores(model, train, plan.metrics)))
         if val is not None:
             logs.update(_prefixed("val_", model.evaluate(val)))
+            logs.update(_prefixed("val_", metrics_.scores(model, val, plan.metrics)))
+        logs["lr"] = lr
         logs["seconds"] = time.perf_counter() - start
-        history.append(logs)
-        if bar is not None:
-            bar.write(f"epoch {epoch}/{epochs}: " + ", ".join(
-                f"{k} {v:.4f}" if k != "seconds" else f"{v:.2f} s" for k, v in logs.items()))
+        history.append(logs, epoch)
+        report.end(epoch, logs)
         if last_good is not None:
             # the loss is already a host float; the parameters cost one pass and one sync
             if not (math.isfinite(logs["train_loss"]) and bool(be.xp.isfinite(model.params).all())):
                 last_good.restore(model, opt)
                 message = _diverged(epoch, logs["train_loss"], last_good.epoch, opt.lr)
-                if on_nonfinite == "raise":
+                if plan.on_nonfinite == "raise":
                     raise DivergedError(message, epoch, history)
                 warnings.warn(message, RuntimeWarning, stacklevel=4)
                 break
             last_good.take(model, opt, epoch)
-        if patience is not None:
-            score = logs["val_loss" if val is not None else "train_loss"]
-            if math.isfinite(score) and score < best:      # NaN or inf is never the best
-                best, waited = score, 0
-                best_params[...] = model.params
-                history.best_epoch = epoch
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
-    if history.best_epoch is not None:
-        model.params[...] = best_params
+        stop = False
+        for cb in plan.callbacks:
+            stop = bool(cb.on_epoch_end(epoch, logs)) or stop
+        if stop:
+            break
+    for cb in plan.callbacks:
+        cb.on_train_end(logs)
     return history
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, callbacks_.Callback):
+        callbacks = [callbacks]
+    found = list(callbacks)
+    for cb in found:
+        if not isinstance(cb, callbacks_.Callback):
+            raise TypeError(f"callbacks must be fastmlp.callbacks.Callback instances, got "
+                            f"{type(cb).__name__}")
+    return found
 
 
 def _diverged(epoch, loss, good_epoch, lr):
     what = ("the weights became non-finite" if math.isfinite(loss)
             else f"the training loss became {loss}")
-    since = f"the end of epoch {good_epoch}" if good_epoch else "the start of this fit"
+    since = ("the start of this fit" if good_epoch is None
+             else f"the end of epoch {good_epoch}")
     return (f"training diverged in epoch {epoch}: {what}; the weights and optimizer state "
             f"from {since} were restored. Lower the learning rate (lr={lr:g}), scale the "
             "inputs (and regression targets) to unit variance, or clip extreme values")
@@ -318,10 +394,3 @@ def _rows(be, arrays, perm, bufs, lo, hi):
 
 def _prefixed(prefix, logs):
     return {prefix + k: v for k, v in logs.items()}
-
-
-def _bar(progress, total):
-    if not progress:
-        return None
-    from tqdm import tqdm  # imported here so `import fastmlp` stays light
-    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True)

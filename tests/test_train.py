@@ -14,7 +14,7 @@ def test_history_records_every_epoch(device, blobs):
     x, y = blobs
     hist = _model(device).fit(x, y, epochs=4, validation_split=0.2)
     h = hist.history
-    assert set(h) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert set(h) == {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert all(len(v) == 4 for v in h.values()) and hist.epochs == 4
     assert all(s > 0 for s in h["seconds"])
     assert "History(epochs=4" in repr(hist)

@@ -1,0 +1,230 @@
+"""Callbacks: code that ``fit(callbacks=[...])`` runs around each epoch.
+
+A callback subclasses :class:`Callback` and overrides what it needs::
+
+    class StopAt(fm.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs):
+            return logs["val_accuracy"] >= 0.98      # True stops training
+
+Before ``on_train_begin``, ``fit`` sets ``self.model``, ``self.optimizer``
+and ``self.history`` (the :class:`fastmlp.History` being filled). ``epoch``
+is the global epoch number, counting from 1 and continuing across repeated
+fits and from ``fit(initial_epoch=...)``; ``logs`` holds that epoch's
+figures (``train_loss``, ``val_accuracy``, ``lr``, ``seconds``, metrics, ...).
+Callbacks run in the order given; ``on_epoch_end`` returning True stops
+training after that epoch (the remaining callbacks still see it).
+"""
+
+import csv
+import math
+import os
+
+from fastmlp import schedules
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    model = None
+    optimizer = None
+    history = None
+
+    def on_train_begin(self, logs):
+        """Called once when ``fit`` starts, before the first epoch."""
+
+    def on_epoch_begin(self, epoch, logs):
+        """Called before each epoch (``logs`` holds its ``lr``)."""
+
+    def on_epoch_end(self, epoch, logs):
+        """Called after each epoch with its figures; return True to stop."""
+
+    def on_train_end(self, logs):
+        """Called once when ``fit`` ends normally (the last epoch's ``logs``)."""
+
+
+class _Monitor(Callback):
+    """A callback that watches one logged figure for improvement."""
+
+    def __init__(self, monitor, mode, min_delta):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
+                or not min_delta >= 0:
+            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = float(min_delta)
+        self.best = None
+
+    def _maximise(self):
+        if self.mode == "auto":
+            return "acc" in self.monitor
+        return self.mode == "max"
+
+    def _improved(self, logs):
+        """Whether ``logs[monitor]`` beats the best so far (NaN and inf never do)."""
+        if self.monitor not in logs:
+            raise KeyError(f"{type(self).__name__} monitors {self.monitor!r}, which is not "
+                           f"logged; logged: {sorted(logs)}")
+        value = logs[self.monitor]
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            better = True
+        elif self._maximise():
+            better = value > self.best + self.min_delta
+        else:
+            better = value < self.best - self.min_delta
+        if better:
+            self.best = value
+        return better
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` epochs; with ``restore_best_weights``, put the best epoch's
+    weights back when training ends (stopped or not; the optimizer's state
+    stays that of the last epoch run). ``fit(early_stopping=N)`` is
+    ``EarlyStopping("val_loss" or "train_loss", patience=N)``.
+
+    ``mode`` "auto" maximises a figure whose name holds "acc" and minimises
+    the rest. Sets ``history.best_epoch``.
+    """
+
+    def __init__(self, monitor="val_loss", patience=1, min_delta=0.0, mode="auto",
+                 restore_best_weights=True):
+        super().__init__(monitor, mode, min_delta)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.patience = patience
+        self.restore_best_weights = bool(restore_best_weights)
+        self._best_params = None
+
+    def on_train_begin(self, logs):
+        self.best, self.waited, self.best_epoch = None, 0, None
+
+    def on_epoch_end(self, epoch, logs):
+        if self._improved(logs):
+            self.waited, self.best_epoch = 0, epoch
+            self.history.best_epoch = epoch
+            if self.restore_best_weights:
+                if self._best_params is None or self._best_params.shape != self.model.params.shape:
+                    self._best_params = self.model.params.copy()
+                else:
+                    self._best_params[...] = self.model.params
+            return False
+        self.waited += 1
+        return self.waited >= self.patience
+
+    def on_train_end(self, logs):
+        if self.restore_best_weights and self.best_epoch is not None:
+            self.model.params[...] = self._best_params
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (with its optimizer and RNG states, so training resumes
+    from the file bit for bit) after every epoch, or only when ``monitor``
+    improves (``save_best_only``). ``path`` may hold ``{epoch}`` and any
+    logged figure, e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.safetensors"``.
+    Each write is atomic (:func:`fastmlp.io.save`)."""
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
+                 min_delta=0.0):
+        self.path = os.fspath(path)
+        self.save_best_only = bool(save_best_only)
+        self._watch = _Monitor(monitor, mode, min_delta)
+
+    def on_train_begin(self, logs):
+        folder = os.path.dirname(os.path.abspath(self.path.format_map(_Blank(epoch=0))))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"ModelCheckpoint: the directory {folder} does not exist")
+
+    def on_epoch_end(self, epoch, logs):
+        if self.save_best_only and not self._watch._improved(logs):
+            return False
+        self.model.save(self.path.format(epoch=epoch, **logs))
+        return False
+
+
+class _Blank(dict):
+    """Formats a path before any figure is logged: every field reads 0."""
+
+    def __missing__(self, key):
+        return 0
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch (``epoch`` then every logged figure) to
+    ``path``, flushed as it goes; ``append`` keeps an existing file's rows."""
+
+    def __init__(self, path, append=False):
+        self.path = os.fspath(path)
+        self.append = bool(append)
+        self._file = self._writer = None
+
+    def on_train_begin(self, logs):
+        self._file = open(self.path, "a" if self.append else "w", newline="")
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs):
+        if self._writer is None:
+            self._writer = csv.DictWriter(self._file, ["epoch", *logs])
+            if self._file.tell() == 0:
+                self._writer.writeheader()
+        self._writer.writerow({"epoch": epoch, **logs})
+        self._file.flush()
+        return False
+
+    def on_train_end(self, logs):
+        self.close()
+
+    def close(self):
+        """Close the file (``fit`` does, also when training fails)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate before each epoch from
+    ``schedule(epoch)`` (see :mod:`fastmlp.schedules`; ``epoch`` counts the
+    epochs done before, from 0)."""
+
+    def __init__(self, schedule):
+        if not callable(schedule):
+            raise TypeError(f"schedule must be callable: schedule(epoch) -> lr, got {schedule!r}")
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs):
+        self.optimizer.lr = logs["lr"] = schedules.rate(self.schedule, epoch - 1)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not
+    improved for ``patience`` epochs, then wait ``cooldown`` epochs before
+    counting again; never below ``min_lr``."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=0.0,
+                 cooldown=0, min_lr=0.0, mode="auto"):
+        super().__init__(monitor, mode, min_delta)
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+        self.factor, self.patience, self.cooldown = float(factor), patience, int(cooldown)
+        self.min_lr = float(min_lr)
+
+    def on_train_begin(self, logs):
+        self.best, self.waited, self.cooling = None, 0, 0
+
+    def on_epoch_end(self, epoch, logs):
+        if self._improved(logs):
+            self.waited = 0
+        elif self.cooling > 0:
+            self.cooling -= 1
+        else:
+            self.waited += 1
+            if self.waited >= self.patience and self.optimizer.lr > self.min_lr:
+                self.optimizer.lr = max(self.optimizer.lr * self.factor, self.min_lr)
+                self.waited, self.cooling = 0, self.cooldown
+        return False
