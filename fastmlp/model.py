@@ -9,16 +9,26 @@ second buffer (``grads``). How a step runs is a step engine's business
 (``xp`` and the op table): nothing here knows the device.
 """
 
+from __future__ import annotations
+
+import os
 import warnings
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastmlp import activations, engines, io, losses
 from fastmlp.backend import get_backend
 from fastmlp.engines.layer import forward
 from fastmlp.layout import Layout
 from fastmlp.prepared import Prepared
+
+if TYPE_CHECKING:
+    from fastmlp.callbacks import Callback
+    from fastmlp.optim import Optimizer
+    from fastmlp.train import History
 
 _DTYPES = ("float32", "float64")
 _INITS = ("xavier", "glorot", "he", "normal")
@@ -128,9 +138,11 @@ class MLP:
     ``step_path`` says which engine ran the last steps and why.
     """
 
-    def __init__(self, sizes, activation="relu", loss="cross_entropy", *, reduction="mean",
-                 init=None, dtype="float32", device="auto", seed=None, dropout=0.0, bias=True,
-                 kernels="auto", engine="auto"):
+    def __init__(self, sizes: Sequence[int], activation: str = "relu",
+                 loss: str = "cross_entropy", *, reduction: str = "mean",
+                 init: str | float | None = None, dtype: str = "float32", device: str = "auto",
+                 seed: int | None = None, dropout: float | Sequence[float] = 0.0,
+                 bias: bool = True, kernels: str = "auto", engine: str = "auto") -> None:
         self.sizes = _check_sizes(sizes)
         self.activation = activations.check(activation)
         self.loss_fn = losses.get(loss, reduction)
@@ -175,16 +187,16 @@ class MLP:
         self._engines = {}             # engines hold views of the buffers: choose afresh
 
     @property
-    def loss(self):
+    def loss(self) -> str:
         """The loss name."""
         return self.loss_fn.name
 
     @property
-    def n_params(self):
+    def n_params(self) -> int:
         """Number of trainable scalars."""
         return self.layout.size
 
-    def config(self):
+    def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this architecture."""
         return {"sizes": self.sizes, "activation": self.activation, "loss": self.loss,
                 "reduction": self.reduction, "init": self.init, "dtype": self.dtype.name,
@@ -195,7 +207,7 @@ class MLP:
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
                 f"dtype={self.dtype.name!r}, device={self.backend.name!r})")
 
-    def to(self, device):
+    def to(self, device: str) -> MLP:
         """Move parameters (and optimizer state) to ``device``; returns self."""
         new = get_backend(device)
         if new is self.backend:
@@ -213,7 +225,8 @@ class MLP:
 
     # --- input checks (before anything changes) ---------------------------
 
-    def prepare(self, x, y=None, sample_weight=None):
+    def prepare(self, x: ArrayLike, y: ArrayLike | None = None,
+                sample_weight: ArrayLike | None = None) -> Prepared:
         """Check and convert inputs once: a :class:`Prepared` of device arrays
         (x (N, n_in) and dense targets (N, K) in the model's dtype, the
         targets that hit counts compare with, and the per-sample weights) for
@@ -410,7 +423,7 @@ class MLP:
 
     # --- inference ----------------------------------------------------------
 
-    def predict_proba(self, x):
+    def predict_proba(self, x: ArrayLike) -> np.ndarray:
         """Class probabilities (N, K) as NumPy: softmax or sigmoid of the logits."""
         if not self.loss_fn.classifier:
             raise ValueError(f"predict_proba needs a classification loss; this model's loss "
@@ -419,7 +432,7 @@ class MLP:
             z = self.logits(self._as_x(x))
             return self.backend.to_numpy(self.ops.output(self.loss, z))
 
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Class ids (N,) for cross-entropy, 0/1 (N, K) for binary cross-entropy,
         values (N, K) for regression, as NumPy; (N,) when there is one output."""
         with self.backend.scope():
@@ -429,7 +442,8 @@ class MLP:
                 out = out[:, 0]
             return self.backend.to_numpy(out)
 
-    def evaluate(self, x, y=None, sample_weight=None):
+    def evaluate(self, x: ArrayLike | Prepared, y: ArrayLike | None = None,
+                 sample_weight: ArrayLike | None = None) -> dict[str, float]:
         """``{"loss": ..., "accuracy": ...}`` on (x, y); accuracy for classifiers
         only; both weighted by ``sample_weight`` when given. ``x`` may instead
         be a :class:`Prepared` (with ``y`` left out), which is not checked
@@ -449,10 +463,14 @@ class MLP:
 
     # --- training and checkpoints -----------------------------------------
 
-    def fit(self, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
-            validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-            sample_weight=None, on_nonfinite="raise", callbacks=None, metrics=None,
-            initial_epoch=None, history=None):
+    def fit(self, x: ArrayLike | Prepared, y: ArrayLike | None = None, epochs: int = 1,
+            batch_size: int | None = 32, optimizer: str | Optimizer | None = None,
+            lr: float | Callable[[int], float] | None = None, shuffle: bool = True,
+            validation_data: tuple | Prepared | None = None, validation_split: float = 0.0,
+            progress: bool | str = False, early_stopping: int | None = None,
+            sample_weight: ArrayLike | None = None, on_nonfinite: str = "raise",
+            callbacks: Sequence[Callback] | None = None, metrics: Sequence | None = None,
+            initial_epoch: int | None = None, history: History | None = None) -> History:
         """Train in place on ``x`` (N, n_in) and targets ``y``; returns a
         :class:`fastmlp.History` of per-epoch figures.
 
@@ -473,13 +491,13 @@ class MLP:
                    on_nonfinite=on_nonfinite, callbacks=callbacks, metrics=metrics,
                    initial_epoch=initial_epoch, history=history)
 
-    def summary(self):
+    def summary(self) -> str:
         """A table of the layers: shapes, activations, dropout, parameter
         counts, dtype and device (a string; print it)."""
         from fastmlp.summary import summary
         return summary(self)
 
-    def save(self, path, include_optimizer=True):
+    def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
         """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""
         io.save(self, path, include_optimizer=include_optimizer)
 
@@ -502,7 +520,7 @@ class MLP:
         io.restore(self, checkpoint, "a pickled model")
 
 
-def load(path, device="auto"):
+def load(path: str | os.PathLike, device: str = "auto") -> MLP:
     """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
     (as ``model.optimizer``) when the file holds one, and the shuffling and
     dropout RNG states: ``fit(optimizer=None)`` then continues exactly as if

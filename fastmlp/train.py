@@ -13,6 +13,8 @@ inf (``on_nonfinite``); a device copy of the last finite state, refreshed in
 place, is what a diverged run goes back to.
 """
 
+from __future__ import annotations
+
 import math
 import time
 import warnings
@@ -175,10 +177,11 @@ def _warn_if_discarding(old, new):
                       "resume it", UserWarning, stacklevel=4)
 
 
-def fit(model, x, y=None, epochs=1, batch_size=32, optimizer=None, lr=None, shuffle=True,
-        validation_data=None, validation_split=0.0, progress=False, early_stopping=None,
-        sample_weight=None, on_nonfinite="raise", callbacks=None, metrics=None,
-        initial_epoch=None, history=None):
+def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimizer=None,
+        lr=None, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
+        progress: bool | str = False, early_stopping: int | None = None, sample_weight=None,
+        on_nonfinite: str = "raise", callbacks=None, metrics=None,
+        initial_epoch: int | None = None, history: History | None = None) -> History:
     """Train ``model`` in place and return a :class:`History`.
 
     Args:
