@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import fastmlp as fm
+from fastmlp import plot as fmplot
 
 SIZES = (784, 128, 64, 10)
 LR = 0.01
@@ -309,32 +310,14 @@ def table(medians, batch_sizes, gemm, fps, engines=None):
 
 def plot(medians, path, title, peak=None):
     """Throughput against batch size, log-log, one line per system, and the
-    GEMM-bound ceiling ``peak`` in samples/s (needs matplotlib)."""
+    GEMM-bound ceiling ``peak`` in samples/s: :func:`fastmlp.plot.throughput`
+    (needs matplotlib). Returns ``path``, or None without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG (pip install matplotlib)")
+        fmplot.throughput(medians, path, title=title, peak=peak,
+                          peak_label="GEMM peak / FLOP per sample", highlight=OURS, dpi=120)
+    except ImportError as e:
+        print(f"no PNG: {e}")
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, by_bs in medians.items():
-        sizes = sorted(by_bs)
-        ax.plot(sizes, [by_bs[b] for b in sizes], marker="o", label=name,
-                linewidth=2.5 if name in OURS else 1.5)
-    if peak:
-        ax.axhline(peak, color="gray", linestyle="--", linewidth=1,
-                   label="GEMM peak / FLOP per sample")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training samples / s")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
