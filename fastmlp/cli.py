@@ -135,7 +135,11 @@ def train(args):
     opt_kwargs = {} if args.momentum is None else {"momentum": args.momentum}
     if opt_kwargs and args.optimizer.lower() != "sgd":
         raise ValueError("--momentum applies to --optimizer sgd only")
-    model = fm.MLP(args.sizes, activation=args.activation, device=args.device, seed=args.seed)
+    try:
+        model = fm.MLP(args.sizes, activation=args.activation, device=args.device,
+                       seed=args.seed)
+    except RuntimeError as e:                 # the library's hint, in the CLI's words
+        raise RuntimeError(str(e).replace('pass device="cpu"', "pass --device cpu")) from None
     optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
     _check_data(args.data)
     _check_save(args.save)
