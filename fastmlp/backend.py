@@ -111,13 +111,17 @@ class Backend:
         if self.is_cuda:
             self.xp.cuda.get_current_stream().synchronize()
 
-    def take_rows(self, a, idx, out):
-        """``a[idx]`` written into ``out`` (rows ``idx`` of ``a``), returned.
+    def take_rows(self, a, idx, out, scale=1.0):
+        """``a[idx]`` written into ``out`` (rows ``idx`` of ``a``), returned;
+        rows of another dtype (compact integer data) are cast to ``out``'s
+        and multiplied by ``scale`` on the way.
 
         NumPy's ``take`` with its default ``mode='raise'`` gathers into a
         temporary and copies that into ``out``; ``'clip'`` writes in place
         (callers pass valid indices). CuPy's ``take`` has no ``mode``.
         """
+        if a.dtype != out.dtype:
+            return self.ops.gather_scaled(a, idx, out, scale)
         if self.is_cuda:
             return self.xp.take(a, idx, axis=0, out=out)
         return np.take(a, idx, axis=0, out=out, mode="clip")

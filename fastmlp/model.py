@@ -85,6 +85,17 @@ def _check_seed(seed):
     return int(seed)
 
 
+def _check_scale(scale):
+    if isinstance(scale, bool) or not isinstance(scale, Real) or not 0 < scale < float("inf"):
+        raise ValueError(f"input_scale must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
+def _all_finite(xp, a, rows=1 << 14):
+    """Whether ``a`` is finite, checked in row blocks: no boolean copy of all of it."""
+    return all(bool(xp.isfinite(a[i:i + rows]).all()) for i in range(0, a.shape[0], rows))
+
+
 def _check_init(init, activation):
     if init is None:
         return activations.ACTIVATIONS[activation]
@@ -126,6 +137,11 @@ class MLP:
         kernels: the op table: "auto" (the fastest measured for the device),
             "fused" (the Numba kernels) or "reference" (plain array code, the
             ground truth).
+        input_scale: every input is multiplied by this before the first
+            layer (in :meth:`prepare` for float data; as each batch is
+            gathered for integer data, which stays in its compact dtype:
+            ``MLP(..., input_scale=1/255)`` trains on uint8 images as they
+            are). Part of the model: checkpoints keep it.
         engine: how training steps run: "auto" (the factory picks per batch
             size, see :mod:`fastmlp.engines`) or one of
             ``fastmlp.engines.NAMES``; a named engine that cannot run a case
@@ -142,7 +158,8 @@ class MLP:
                  loss: str = "cross_entropy", *, reduction: str = "mean",
                  init: str | float | None = None, dtype: str = "float32", device: str = "auto",
                  seed: int | None = None, dropout: float | Sequence[float] = 0.0,
-                 bias: bool = True, kernels: str = "auto", engine: str = "auto") -> None:
+                 bias: bool = True, kernels: str = "auto", engine: str = "auto",
+                 input_scale: float = 1.0) -> None:
         self.sizes = _check_sizes(sizes)
         self.activation = activations.check(activation)
         self.loss_fn = losses.get(loss, reduction)
@@ -156,6 +173,7 @@ class MLP:
         self.bias = bool(bias)
         self.seed = _check_seed(seed)
         self.engine = engines.check_name(engine)
+        self.input_scale = _check_scale(input_scale)
         self.layout = Layout(self.sizes, self.bias)
         self.optimizer = None
         self.step_path = None
@@ -201,7 +219,7 @@ class MLP:
         return {"sizes": self.sizes, "activation": self.activation, "loss": self.loss,
                 "reduction": self.reduction, "init": self.init, "dtype": self.dtype.name,
                 "dropout": list(self.dropout), "bias": self.bias, "seed": self.seed,
-                "kernels": self.kernels}
+                "kernels": self.kernels, "input_scale": self.input_scale}
 
     def __repr__(self):
         return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
@@ -268,8 +286,12 @@ class MLP:
 
     def _as_x(self, x):
         n_in = self.sizes[0]
+        # Integer data (uint8 images) stays in its compact dtype: it is scaled and
+        # cast batch by batch (as_inputs), never copied whole into floats.
+        source = getattr(x, "dtype", None)
+        compact = source is not None and np.dtype(source).kind in "iu"
         try:
-            a = self.backend.asarray(x, dtype=self.dtype)
+            a = self.backend.asarray(x) if compact else self.backend.asarray(x, dtype=self.dtype)
         except TypeError as e:
             raise TypeError(f"x must hold numbers: {e}") from None
         if a.ndim == 1 and n_in == 1:
@@ -284,9 +306,22 @@ class MLP:
         if a.shape[0] == 0:
             raise ValueError("x is empty: it has 0 samples")
         a = self.backend.xp.ascontiguousarray(a)
-        if not bool(self.backend.xp.isfinite(a).all()):
+        if compact:                         # integers are finite; scaled later, per batch
+            return a
+        if self.input_scale != 1.0:
+            a = a * self.dtype.type(self.input_scale)          # a new array: x stays the user's
+        if not _all_finite(self.backend.xp, a):
             raise ValueError(self._nonfinite_message("x", x))
         return a
+
+    def as_inputs(self, rows):
+        """Prepared input rows as the first layer takes them: float rows
+        pass through; integer rows (compact data) are cast to the model's
+        dtype and multiplied by ``input_scale``."""
+        if rows.dtype == self.dtype:
+            return rows
+        out = self.backend.xp.empty(rows.shape, self.dtype)
+        return self.backend.xp.multiply(rows, self.dtype.type(self.input_scale), out=out)
 
     def _nonfinite_message(self, name, given):
         """Why ``given`` became non-finite: NaN/inf in the data, or finite
@@ -354,7 +389,8 @@ class MLP:
         the values)."""
         k = self.sizes[-1]
         n = getattr(x, "shape", (0,))[0]
-        ok = (getattr(x, "ndim", 0) == 2 and x.shape[1] == self.sizes[0] and x.dtype == self.dtype
+        ok = (getattr(x, "ndim", 0) == 2 and x.shape[1] == self.sizes[0]
+              and (x.dtype == self.dtype or x.dtype.kind in "iu")
               and getattr(y, "shape", None) == (n, k) and y.dtype == self.dtype
               and (targets is None or getattr(targets, "shape", (None,))[0] == n)
               and (weights is None or (getattr(weights, "shape", None) == (n,)
@@ -401,6 +437,7 @@ class MLP:
         without ``targets``), as device scalars or numbers: ``float()`` them.
         """
         self._check_prepared(x, y, targets, weights)
+        x = self.as_inputs(x)
         engine = self.engine_for(x.shape[0], optimizer, True, x)   # may refuse: before changes
         if not optimizer.is_for([self.params]):
             optimizer.init([self.params], self.ops)
@@ -412,12 +449,13 @@ class MLP:
         gradient of the reduced loss lands in ``grads``; returns what
         :meth:`train_step` does. Dropout applies only with ``train``."""
         self._check_prepared(x, y, targets, weights)
+        x = self.as_inputs(x)
         return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets, weights)
 
     def logits(self, x):
         """The output layer's pre-activations (N, K) for prepared inputs ``x``,
         on the device, computed in chunks."""
-        parts = [forward(self, x[i:i + _PREDICT_CHUNK])[1][-1]
+        parts = [forward(self, self.as_inputs(x[i:i + _PREDICT_CHUNK]))[1][-1]
                  for i in range(0, x.shape[0], _PREDICT_CHUNK)]
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
 

@@ -304,7 +304,10 @@ def _run(model, engine, opt, train, val, plan, report):
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
     # kernel (plain SGD at batch size 1) takes the permutation itself.
-    bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:], a.dtype)
+    # Compact (integer) inputs are gathered into a buffer of the model's dtype,
+    # cast and scaled on the way: never converted whole.
+    bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:],
+                                                model.dtype if a is x else a.dtype)
              for a in (x, y, t, w)] if plan.shuffle else None)
     for cb in plan.callbacks:
         cb.model, cb.optimizer, cb.history = model, opt, history
@@ -326,7 +329,9 @@ def _run(model, engine, opt, train, val, plan, report):
             total, hits = whole
             report.advance(math.ceil(n / bs))
         for s in range(0, n if whole is None else 0, bs):
-            xb, yb, tb, wb = _rows(be, (x, y, t, w), perm, bufs, s, min(s + bs, n))
+            xb, yb, tb, wb = _rows(be, (x, y, t, w), perm, bufs, s, min(s + bs, n),
+                                   model.input_scale)
+            xb = model.as_inputs(xb)            # unshuffled compact rows; floats pass
             loss, h = engine.train_step(xb, yb, tb, opt, wb)
             total = total + loss
             if h is not None:
@@ -385,13 +390,14 @@ def _diverged(epoch, loss, good_epoch, lr):
             "inputs (and regression targets) to unit variance, or clip extreme values")
 
 
-def _rows(be, arrays, perm, bufs, lo, hi):
+def _rows(be, arrays, perm, bufs, lo, hi, scale):
     """Rows lo:hi of each array (None stays None), in the order ``perm`` gives
-    when shuffling, gathered into the front of ``bufs``."""
+    when shuffling, gathered into the front of ``bufs`` (compact inputs cast
+    and multiplied by ``scale`` on the way)."""
     if perm is None:
         return tuple(None if a is None else a[lo:hi] for a in arrays)
     idx = perm[lo:hi]
-    return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo])
+    return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo], scale)
                  for a, buf in zip(arrays, bufs))
 
 

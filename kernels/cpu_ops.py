@@ -21,6 +21,14 @@ _NO_IDS = np.empty(0, np.int64)
 _NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 
 
+@jit(nogil=True)
+def _gather_scaled(a, idx, scale, out):
+    for r in range(idx.shape[0]):
+        src = a[idx[r]]
+        for j in range(src.shape[0]):
+            out[r, j] = src[j] * scale
+
+
 @jit()
 def _sgd(p, g, v, lr, momentum, nesterov, weight_decay, has_v):
     for i in range(p.size):
@@ -59,6 +67,13 @@ class CpuOps(ReferenceOps):
 
     def __init__(self):
         super().__init__(np)
+
+    def gather_scaled(self, a, idx, out, scale):
+        # one pass from the integer rows to floats, no integer temporary
+        if a.ndim != 2 or not (a.flags.c_contiguous and out.flags.c_contiguous):
+            return super().gather_scaled(a, idx, out, scale)
+        _gather_scaled(a, idx.astype(np.int64, copy=False), out.dtype.type(scale), out)
+        return out
 
     def bias_act(self, activation, z, b):
         if (activation not in ("relu", "sigmoid") or not z.flags.c_contiguous

@@ -173,6 +173,11 @@ class ReferenceOps:
             z *= weights[:, None]
         return (terms.sum(axis=1) * weights).sum()
 
+    def gather_scaled(self, a, idx, out, scale):
+        """Rows ``idx`` of integer ``a``, cast to ``out``'s dtype and multiplied by
+        ``scale``, into ``out`` (compact inputs, gathered per batch)."""
+        return self.xp.multiply(self.xp.take(a, idx, axis=0), out.dtype.type(scale), out=out)
+
     def output(self, loss, z):
         """The output activation that belongs to ``loss``, in place in ``z``."""
         LOSSES[loss][1](self.xp, z)

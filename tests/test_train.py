@@ -146,7 +146,7 @@ def test_shuffled_batches_are_the_permuted_rows_short_last_batch_included():
     bufs = [np.empty((8, 3), np.float32), None, np.empty(8, np.int64)]
     got = []
     for lo in range(0, 37, 8):                  # each batch reuses the buffers: copy it now
-        xb, yb, tb = _rows(be, (x, None, t), perm, bufs, lo, min(lo + 8, 37))
+        xb, yb, tb = _rows(be, (x, None, t), perm, bufs, lo, min(lo + 8, 37), 1.0)
         got.append((xb.copy(), yb, tb.copy()))
     assert [len(b[0]) for b in got] == [8, 8, 8, 8, 5]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x[perm])

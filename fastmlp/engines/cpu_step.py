@@ -91,7 +91,8 @@ class CpuStepEngine(Engine):
     def train_epoch(self, x, y, targets, order, optimizer, weights=None):
         lr = optimizer.plain_sgd_lr()
         # with weights, a mean over one sample divides by that sample's weight: the step loop
-        if lr is None or self.case.batch_size != 1 or weights is not None:
+        if lr is None or self.case.batch_size != 1 or weights is not None \
+                or x.dtype != self.model.dtype:      # compact inputs: the step loop casts them
             return None
         x, y, ids, _, *rest = self._args(x, y, targets, None, lr, n=1)
         order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
