@@ -3,7 +3,7 @@
 :func:`write` puts bytes at a path so that a reader sees either the old file
 or the new one, whole, whatever happens to the writer:
 
-- the data goes to a temp file beside the target (``.<name>.<random>.fastmlp-tmp``),
+- the data goes to a temp file beside the target (``.<name>.<16 hex>.fastmlp-tmp``),
   is fsynced and renamed over the target, then the directory is fsynced;
 - while it is written, the temp file is locked (``flock``); the lock dies with
   the process, so the next save to the same path knows a temp file whose lock
@@ -17,9 +17,10 @@ or the new one, whole, whatever happens to the writer:
 - errors name the user's path, not the temp file.
 """
 
+import hashlib
 import os
+import secrets
 import stat
-import tempfile
 
 try:
     import fcntl
@@ -28,11 +29,26 @@ except ImportError:            # Windows: no advisory locks, no stale-file clean
 
 SUFFIX = ".fastmlp-tmp"
 _NAME_MAX = 200                # room for the random part and suffix within 255 bytes
+_RANDOM = 16                   # hex digits in a temp file's name
 
 
 def temp_prefix(target):
-    """The prefix of every temp file that a save to ``target`` makes."""
-    return "." + os.path.basename(target)[:_NAME_MAX] + "."
+    """The prefix of every temp file that a save to ``target`` makes (a long
+    name is cut and a hash of it added, so two long names never share one)."""
+    name = os.path.basename(target)
+    if len(name.encode()) > _NAME_MAX:
+        cut = name.encode()[:_NAME_MAX // 2].decode(errors="ignore")
+        name = cut + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return "." + name + "."
+
+
+def _is_temp_of(name, prefix):
+    """Whether ``name`` is exactly ``prefix`` + a random part + SUFFIX, and not a
+    temp file of another target whose name starts the same way."""
+    if not (name.startswith(prefix) and name.endswith(SUFFIX)):
+        return False
+    middle = name[len(prefix):-len(SUFFIX)]
+    return len(middle) == _RANDOM and all(c in "0123456789abcdef" for c in middle)
 
 
 def write(path, data):
@@ -91,7 +107,8 @@ def _umask():
 
 
 def _replace(target, folder, data, mode):
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(target), suffix=SUFFIX)
+    tmp = os.path.join(folder, temp_prefix(target) + secrets.token_hex(_RANDOM // 2) + SUFFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     try:
         _lock(fd, tmp)
         with open(fd, "wb", closefd=False) as f:
@@ -145,7 +162,7 @@ def remove_stale(target):
     folder, prefix = os.path.dirname(target), temp_prefix(target)
     removed = []
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(SUFFIX)]
+        names = [n for n in os.listdir(folder) if _is_temp_of(n, prefix)]
     except OSError:
         return removed
     for name in names:

@@ -29,6 +29,10 @@ class Callback:
     optimizer = None
     history = None
 
+    def check(self, names):
+        """Called before ``fit`` changes anything, with the names each epoch's
+        logs will hold: raise ValueError here for what cannot work."""
+
     def on_train_begin(self, logs):
         """Called once when ``fit`` starts, before the first epoch."""
 
@@ -56,6 +60,14 @@ class _Monitor(Callback):
         self.min_delta = float(min_delta)
         self.best = None
 
+    def check(self, names):
+        if self.monitor not in names:
+            raise ValueError(f"{self._owner()} monitors {self.monitor!r}, which this fit does "
+                             f"not log; it logs {names}")
+
+    def _owner(self):
+        return type(self).__name__
+
     def _maximise(self):
         if self.mode == "auto":
             return "acc" in self.monitor
@@ -63,9 +75,6 @@ class _Monitor(Callback):
 
     def _improved(self, logs):
         """Whether ``logs[monitor]`` beats the best so far (NaN and inf never do)."""
-        if self.monitor not in logs:
-            raise KeyError(f"{type(self).__name__} monitors {self.monitor!r}, which is not "
-                           f"logged; logged: {sorted(logs)}")
         value = logs[self.monitor]
         if not math.isfinite(value):
             return False
@@ -133,11 +142,14 @@ class ModelCheckpoint(Callback):
         self.path = os.fspath(path)
         self.save_best_only = bool(save_best_only)
         self._watch = _Monitor(monitor, mode, min_delta)
+        self._watch._owner = lambda: "ModelCheckpoint(save_best_only=True)"
 
-    def on_train_begin(self, logs):
+    def check(self, names):
         folder = os.path.dirname(os.path.abspath(self.path.format_map(_Blank(epoch=0))))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"ModelCheckpoint: the directory {folder} does not exist")
+        if self.save_best_only:
+            self._watch.check(names)
 
     def on_epoch_end(self, epoch, logs):
         if self.save_best_only and not self._watch._improved(logs):

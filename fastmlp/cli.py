@@ -141,6 +141,9 @@ def train(args):
     except RuntimeError as e:                 # the library's hint, in the CLI's words
         raise RuntimeError(str(e).replace('pass device="cpu"', "pass --device cpu")) from None
     optimizer = fm.optim.get(args.optimizer, lr=args.lr, **opt_kwargs)
+    if args.sizes[0] != 784 or args.sizes[-1] != 10:       # known before any data is read
+        raise ValueError(f"--sizes must start with 784 (MNIST's pixels) and end with 10 (its "
+                         f"classes), got {','.join(map(str, args.sizes))}")
     _check_data(args.data)
     _check_save(args.save)
     try:

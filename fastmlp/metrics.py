@@ -114,6 +114,11 @@ def get(metrics):
             m = _Function(m)
         found.append(m)
     names = [m.name for m in found]
+    taken = [n for m, n in zip(found, names)
+             if n in ("loss", "accuracy", "lr", "seconds") and not isinstance(m, Accuracy)]
+    if taken:
+        raise ValueError(f"a metric may not be named {taken[0]!r}: fit logs that figure "
+                         "itself; rename the function")
     if len(set(names)) != len(names):
         raise ValueError(f"metric names repeat: {names}")
     return found

@@ -102,9 +102,10 @@ class Constant(Schedule):
 
 
 def rate(schedule, epoch):
-    """``schedule(epoch)`` checked: a finite learning rate > 0 (ValueError otherwise)."""
+    """``schedule(epoch)`` checked: a finite learning rate >= 0 (0 at the end of
+    a cosine: no update), ValueError otherwise."""
     try:
-        return check_number("lr", schedule(epoch), 0.0, lo_open=True)
+        return check_number("lr", schedule(epoch), 0.0)
     except (TypeError, ValueError) as e:
         raise ValueError(f"the schedule {schedule!r} gave no valid learning rate for epoch "
                          f"{epoch}: {e}") from None

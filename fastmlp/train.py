@@ -158,15 +158,27 @@ def _split(model, x, y, sample_weight, validation_data, validation_split):
 
 
 def _optimizer(model, optimizer, lr):
+    """``(optimizer, change)``: the optimizer this fit uses, and a function that
+    applies ``lr`` to a resumed one; nothing changes until ``change()`` runs."""
     if optimizer is None and model.optimizer is not None:
         opt = model.optimizer
         if callable(lr):
-            opt.schedule = lr
-        elif lr is not None:
-            opt.lr = optim.check_number("lr", lr, 0.0, lo_open=True)
-            opt.schedule = None
-        return opt
-    return optim.get("adam" if optimizer is None else optimizer, lr=lr)
+            return opt, lambda: setattr(opt, "schedule", lr)
+        if lr is not None:
+            rate = optim.check_number("lr", lr, 0.0, lo_open=True)
+            return opt, lambda: (setattr(opt, "lr", rate), setattr(opt, "schedule", None))
+        return opt, lambda: None
+    return optim.get("adam" if optimizer is None else optimizer, lr=lr), lambda: None
+
+
+def _logged(model, train, val, scored):
+    """The names each epoch's logs will hold."""
+    names = ["train_loss"] + (["train_accuracy"] if train.targets is not None else [])
+    names += [f"train_{m.name}" for m in scored]
+    if val is not None:
+        names += ["val_loss"] + (["val_accuracy"] if val.targets is not None else [])
+        names += [f"val_{m.name}" for m in scored]
+    return names + ["lr", "seconds"]
 
 
 def _warn_if_discarding(old, new):
@@ -262,10 +274,18 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         if early_stopping is not None:
             cbs.append(callbacks_.EarlyStopping("val_loss" if val is not None else "train_loss",
                                                 patience=early_stopping))
-        opt = _optimizer(model, optimizer, lr)
+        names = _logged(model, train, val, scored)
+        for cb in cbs:
+            cb.check(names)
+        opt, change = _optimizer(model, optimizer, lr)
+        schedule = lr if callable(lr) else opt.schedule
+        if schedule is not None:            # every epoch's rate, before anything changes
+            for e in range(initial_epoch, initial_epoch + epochs):
+                schedules.rate(schedule, e)
         n = train.x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
         engine = model.engine_for(bs, opt, True, train.x, fresh=True)
+        change()
         if not opt.is_for([model.params]):     # new, or last used on other arrays
             opt.init([model.params], model.ops)
         _warn_if_discarding(model.optimizer, opt)

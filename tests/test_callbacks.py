@@ -199,8 +199,15 @@ def test_early_stopping_min_delta_and_an_unlogged_monitor(data):
     x, y, _, _ = data
     big = callbacks.EarlyStopping("train_loss", patience=1, min_delta=10.0)
     assert _model().fit(x, y, epochs=5, callbacks=[big]).epochs == 2
-    with pytest.raises(KeyError, match="val_loss"):
-        _model().fit(x, y, epochs=2, callbacks=[callbacks.EarlyStopping("val_loss")])
+    for cb in (callbacks.EarlyStopping("val_loss"),
+               callbacks.ModelCheckpoint("m.st", save_best_only=True)):
+        model = _model()
+        model.fit(x, y, epochs=1, optimizer="adam")
+        before, t = model.params.copy(), model.optimizer.t
+        with pytest.raises(ValueError, match="monitors 'val_loss', which this fit does not log"):
+            model.fit(x, y, epochs=2, callbacks=[cb])
+        np.testing.assert_array_equal(model.params, before)
+        assert model.optimizer.t == t
 
 
 def test_csv_logger_writes_a_row_per_epoch(data, tmp_path):
@@ -333,3 +340,33 @@ def test_the_cli_writes_plain_lines_to_a_log_file(mnist_dir, tmp_path):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert key in line
     assert "epoch" not in errors
+
+
+def test_a_failed_fit_leaves_the_optimizer_as_it_was(data, tmp_path):
+    x, y, _, _ = data
+    model = _model()
+    model.fit(x, y, epochs=1, optimizer="adam", lr=0.01)
+    opt = model.optimizer
+    bad = callbacks.ModelCheckpoint(tmp_path / "no" / "m.st")
+    with pytest.raises(FileNotFoundError):
+        model.fit(x, y, lr=0.5, callbacks=[bad])
+    with pytest.raises(FileNotFoundError):
+        model.fit(x, y, optimizer="sgd", callbacks=[bad])
+    with pytest.raises(ValueError, match="no valid learning rate for epoch 3"):
+        model.fit(x, y, epochs=5, lr=lambda e: 0.1 if e < 3 else -1.0)
+    assert model.optimizer is opt and opt.lr == 0.01 and opt.schedule is None
+    model.fit(x, y)                                   # still trains as before
+
+
+def test_a_cosine_to_zero_runs_past_its_end(data):
+    x, y, _, _ = data
+    hist = _model().fit(x, y, epochs=6, optimizer=optim.SGD(lr=schedules.Cosine(0.1, 4)))
+    assert hist.history["lr"][4:] == [0.0, 0.0]
+
+
+def test_a_metric_may_not_shadow_a_logged_figure(data):
+    def loss(y_true, y_pred):
+        return 123.0
+
+    with pytest.raises(ValueError, match="may not be named 'loss'"):
+        _model().fit(*data[:2], metrics=[loss])

@@ -203,3 +203,9 @@ def test_an_unusable_device_hint_names_the_flag(capsys):
     assert cli.main(["train", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--device cpu" in err and 'device="cpu"' not in err
+
+
+def test_sizes_that_do_not_fit_mnist_fail_before_loading(capsys):
+    assert cli.main(["train", "--sizes", "10,10", "--data", "/nonexistent"]) == 2
+    err = capsys.readouterr().err
+    assert "--sizes must start with 784" in err and "--data" not in err

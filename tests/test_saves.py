@@ -69,7 +69,7 @@ _HOLD_TEMP = textwrap.dedent("""
 @posix
 def test_a_live_writers_temp_file_is_kept_and_a_dead_ones_removed(tmp_path):
     path = tmp_path / "m.safetensors"
-    temp = tmp_path / (atomic.temp_prefix(str(path)) + "abc" + atomic.SUFFIX)
+    temp = tmp_path / (atomic.temp_prefix(str(path)) + "0123456789abcdef" + atomic.SUFFIX)
     writer = subprocess.Popen([sys.executable, "-c", _HOLD_TEMP, str(temp)],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -81,10 +81,22 @@ def test_a_live_writers_temp_file_is_kept_and_a_dead_ones_removed(tmp_path):
         writer.wait()
     _model(0, 8).save(path)                              # now it is dead
     assert not temp.exists()
-    other = tmp_path / (atomic.temp_prefix(str(tmp_path / "other")) + "x" + atomic.SUFFIX)
-    other.write_bytes(b"not ours")
+    others = [tmp_path / (atomic.temp_prefix(str(tmp_path / name)) + "0123456789abcdef"
+                          + atomic.SUFFIX)
+              for name in ("other", "m.safetensors.bak", "m.safetensors.x")]
+    for other in others:
+        other.write_bytes(b"not ours")
     _model(0, 8).save(path)
-    assert other.exists(), "a save removed a temp file of another target"
+    short = tmp_path / "m"                      # its temp files' prefix starts theirs
+    _model(0, 8).save(short)
+    assert all(o.exists() for o in others), "a save removed a temp file of another target"
+
+
+def test_long_names_that_share_a_start_have_their_own_temp_files(tmp_path):
+    a, b = "a" * 240 + "1", "a" * 240 + "2"
+    assert atomic.temp_prefix(a) != atomic.temp_prefix(b)
+    _model(0, 8).save(tmp_path / a)
+    assert os.listdir(tmp_path) == [a]
 
 
 @posix
