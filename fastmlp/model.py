@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastmlp import activations, engines, io, losses
+from fastmlp import activations, engines, io, losses, stream
 from fastmlp.backend import get_backend
 from fastmlp.engines.layer import forward
 from fastmlp.layout import Layout
@@ -286,6 +286,8 @@ class MLP:
 
     def _as_x(self, x):
         n_in = self.sizes[0]
+        if stream.wants(x):                 # larger than memory: read chunk by chunk later
+            return self._as_stream(x)
         # Integer data (uint8 images) stays in its compact dtype: it is scaled and
         # cast batch by batch (as_inputs), never copied whole into floats.
         source = getattr(x, "dtype", None)
@@ -313,6 +315,17 @@ class MLP:
         if not _all_finite(self.backend.xp, a):
             raise ValueError(self._nonfinite_message("x", x))
         return a
+
+    def _as_stream(self, x):
+        x = x if isinstance(x, stream.Stream) else stream.Stream(x)
+        if x.dtype.kind not in "iuf":
+            raise TypeError(f"x must hold numbers, got {x.dtype}")
+        if x.n_in != self.sizes[0]:
+            raise ValueError(f"x has {x.n_in} features per sample, but the model's input "
+                             f"layer takes {self.sizes[0]}")
+        if len(x) == 0:
+            raise ValueError("x is empty: it has 0 samples")
+        return x
 
     def as_inputs(self, rows):
         """Prepared input rows as the first layer takes them: float rows
@@ -455,7 +468,12 @@ class MLP:
     def logits(self, x):
         """The output layer's pre-activations (N, K) for prepared inputs ``x``,
         on the device, computed in chunks."""
-        parts = [forward(self, self.as_inputs(x[i:i + _PREDICT_CHUNK]))[1][-1]
+        def rows(i):
+            if isinstance(x, stream.Stream):       # read, checked and moved per chunk
+                return self._as_x(x.read(i, min(i + _PREDICT_CHUNK, len(x))))
+            return x[i:i + _PREDICT_CHUNK]
+
+        parts = [forward(self, self.as_inputs(rows(i)))[1][-1]
                  for i in range(0, x.shape[0], _PREDICT_CHUNK)]
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
 

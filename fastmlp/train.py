@@ -25,6 +25,7 @@ from fastmlp import callbacks as callbacks_
 from fastmlp import metrics as metrics_
 from fastmlp import optim, schedules
 from fastmlp import progress as progress_
+from fastmlp import stream as stream_
 from fastmlp.prepared import Prepared
 
 
@@ -284,7 +285,9 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
                 schedules.rate(schedule, e)
         n = train.x.shape[0]
         bs = n if batch_size is None else min(batch_size, n)
-        engine = model.engine_for(bs, opt, True, train.x, fresh=True)
+        sample = (_load(model, train.x, 0, min(n, 256))        # what the engine choice reads
+                  if isinstance(train.x, stream_.Stream) else train.x)
+        engine = model.engine_for(bs, opt, True, sample, fresh=True)
         change()
         if not opt.is_for([model.params]):     # new, or last used on other arrays
             opt.init([model.params], model.ops)
@@ -318,17 +321,30 @@ class _Plan(NamedTuple):
 def _run(model, engine, opt, train, val, plan, report):
     be, (x, y, t, w), n = model.backend, train, train.x.shape[0]
     count = n if w is None else float(w.sum())        # what the epoch's mean divides by
-    history, bs = plan.history, plan.bs
-    last_good = _Snapshot(model, opt) if plan.on_nonfinite != "ignore" else None
+    bs = plan.bs
     # Shuffled batches are gathered into buffers made once. Copying the whole
     # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
     # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
     # kernel (plain SGD at batch size 1) takes the permutation itself.
     # Compact (integer) inputs are gathered into a buffer of the model's dtype,
     # cast and scaled on the way: never converted whole.
+    streamed = isinstance(x, stream_.Stream)
     bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:],
                                                 model.dtype if a is x else a.dtype)
              for a in (x, y, t, w)] if plan.shuffle else None)
+    # Streamed rows are read, checked and moved a chunk ahead on another thread.
+    loader = stream_.Prefetch(lambda span: _load(model, x, *span)) if streamed else None
+    try:
+        return _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count)
+    finally:
+        if loader is not None:
+            loader.close()
+
+
+def _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count):
+    be, (x, y, t, w), n, bs = model.backend, train, train.x.shape[0], plan.bs
+    history, streamed = plan.history, loader is not None
+    last_good = _Snapshot(model, opt) if plan.on_nonfinite != "ignore" else None
     for cb in plan.callbacks:
         cb.model, cb.optimizer, cb.history = model, opt, history
         cb.on_train_begin({})
@@ -341,22 +357,17 @@ def _run(model, engine, opt, train, val, plan, report):
             cb.on_epoch_begin(epoch, begin)
         lr = opt.lr
         start = time.perf_counter()
-        perm = be.asarray(model.rng.permutation(n)) if plan.shuffle else None
         report.begin(epoch)
-        total, hits = 0, 0
-        whole = engine.train_epoch(x, y, t, perm, opt, w)
-        if whole is not None:
-            total, hits = whole
-            report.advance(math.ceil(n / bs))
-        for s in range(0, n if whole is None else 0, bs):
-            xb, yb, tb, wb = _rows(be, (x, y, t, w), perm, bufs, s, min(s + bs, n),
-                                   model.input_scale)
-            xb = model.as_inputs(xb)            # unshuffled compact rows; floats pass
-            loss, h = engine.train_step(xb, yb, tb, opt, wb)
-            total = total + loss
-            if h is not None:
-                hits = hits + h
-            report.advance()
+        if streamed:
+            total, hits = _streamed_epoch(model, engine, opt, train, plan, bufs, report, loader)
+        else:
+            perm = be.asarray(model.rng.permutation(n)) if plan.shuffle else None
+            whole = engine.train_epoch(x, y, t, perm, opt, w)
+            if whole is not None:
+                total, hits = whole
+                report.advance(math.ceil(n / bs))
+            else:
+                total, hits = _batches(model, engine, opt, train, perm, bufs, bs, report)
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
                                                          model.reduction, count, y.shape[1]))
         logs.update(_prefixed("train_", metrics_.scores(model, train, plan.metrics)))
@@ -374,7 +385,7 @@ def _run(model, engine, opt, train, val, plan, report):
                 message = _diverged(epoch, logs["train_loss"], last_good.epoch, opt.lr)
                 if plan.on_nonfinite == "raise":
                     raise DivergedError(message, epoch, history)
-                warnings.warn(message, RuntimeWarning, stacklevel=4)
+                warnings.warn(message, RuntimeWarning, stacklevel=5)
                 break
             last_good.take(model, opt, epoch)
         stop = False
@@ -408,6 +419,45 @@ def _diverged(epoch, loss, good_epoch, lr):
     return (f"training diverged in epoch {epoch}: {what}; the weights and optimizer state "
             f"from {since} were restored. Lower the learning rate (lr={lr:g}), scale the "
             "inputs (and regression targets) to unit variance, or clip extreme values")
+
+
+def _load(model, x, lo, hi):
+    """Rows lo:hi of streamed inputs, read, checked and on the device."""
+    try:
+        return model.prepare(x.read(lo, hi)).x
+    except ValueError as e:
+        raise ValueError(f"rows {lo}:{hi} of x: {e}") from None
+
+
+def _batches(model, engine, opt, arrays, perm, bufs, bs, report):
+    """Train on ``arrays`` (x, y, targets, weights) batch by batch in the order
+    ``perm`` gives (None: as they are); the summed loss and hits."""
+    be, n, total, hits = model.backend, arrays[0].shape[0], 0, 0
+    for s in range(0, n, bs):
+        xb, yb, tb, wb = _rows(be, arrays, perm, bufs, s, min(s + bs, n), model.input_scale)
+        loss, h = engine.train_step(model.as_inputs(xb), yb, tb, opt, wb)
+        total = total + loss
+        if h is not None:
+            hits = hits + h
+        report.advance()
+    return total, hits
+
+
+def _streamed_epoch(model, engine, opt, train, plan, bufs, report, loader):
+    """One epoch over streamed inputs: chunks of consecutive rows in a random
+    order, each chunk's rows shuffled within it (see :mod:`fastmlp.stream`)."""
+    be, n = model.backend, train.x.shape[0]
+    rows = stream_.chunk_rows(train.x, plan.bs)
+    starts = list(range(0, n, rows))
+    if plan.shuffle:
+        starts = [starts[i] for i in model.rng.permutation(len(starts))]
+    total, hits = 0, 0
+    for (lo, hi), xc in loader.run([(s, min(s + rows, n)) for s in starts]):
+        arrays = (xc,) + tuple(None if a is None else a[lo:hi] for a in train[1:])
+        perm = be.asarray(model.rng.permutation(hi - lo)) if plan.shuffle else None
+        t, h = _batches(model, engine, opt, arrays, perm, bufs, plan.bs, report)
+        total, hits = total + t, hits + h
+    return total, hits
 
 
 def _rows(be, arrays, perm, bufs, lo, hi, scale):
