@@ -80,12 +80,18 @@ _TORCH_ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
 _ONNX_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": None}
 
 
-def _host_parameters(model):
-    """``[(W (fan_in, fan_out), b (fan_out,) or None), ...]`` as NumPy copies."""
+def _host_parameters(model, fold_scale=True):
+    """``[(W (fan_in, fan_out), b (fan_out,) or None), ...]`` as NumPy copies;
+    with ``fold_scale``, the model's ``input_scale`` is folded into W0
+    (``(x s) W0 = x (s W0)``), so the exported network takes the inputs the
+    model takes."""
     to_numpy = model.backend.to_numpy
-    return [(np.array(to_numpy(w), copy=True),
-             None if b is None else np.array(to_numpy(b), copy=True))
-            for w, b in zip(model.weights, model.biases)]
+    found = [(np.array(to_numpy(w), copy=True),
+              None if b is None else np.array(to_numpy(b), copy=True))
+             for w, b in zip(model.weights, model.biases)]
+    if fold_scale and model.input_scale != 1.0:
+        found[0][0][...] *= found[0][0].dtype.type(model.input_scale)
+    return found
 
 
 def state_dict(model, layout="torch"):
@@ -100,7 +106,10 @@ def state_dict(model, layout="torch"):
             ``"2.weight"``, ``"2.bias"``, ... (layer ``i`` is module ``2 * i``:
             an activation module sits between layers, ``nn.Identity`` for
             ``activation="identity"``). ``"fastmlp"``: ``"weights.{i}"``
-            (fan_in, fan_out) and ``"biases.{i}"``, as in a checkpoint.
+            (fan_in, fan_out) and ``"biases.{i}"``, as in a checkpoint. The
+            torch layout folds the model's ``input_scale`` into the first
+            weights (the network takes what the model takes); the fastmlp
+            layout keeps the weights as they are.
             Bias keys are absent for a model made with ``bias=False``.
 
     Imports nothing beyond NumPy. Load it into PyTorch with
@@ -112,7 +121,7 @@ def state_dict(model, layout="torch"):
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}: choose one of {list(LAYOUTS)}")
     out = {}
-    for i, (w, b) in enumerate(_host_parameters(model)):
+    for i, (w, b) in enumerate(_host_parameters(model, fold_scale=layout == "torch")):
         if layout == "torch":
             out[f"{2 * i}.weight"] = np.ascontiguousarray(w.T)
             if b is not None:

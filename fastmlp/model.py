@@ -244,19 +244,25 @@ class MLP:
     # --- input checks (before anything changes) ---------------------------
 
     def prepare(self, x: ArrayLike, y: ArrayLike | None = None,
-                sample_weight: ArrayLike | None = None) -> Prepared:
+                sample_weight: ArrayLike | None = None, *, stream: bool = False) -> Prepared:
         """Check and convert inputs once: a :class:`Prepared` of device arrays
         (x (N, n_in) and dense targets (N, K) in the model's dtype, the
         targets that hit counts compare with, and the per-sample weights) for
         :meth:`fit`, :meth:`train_step`, :meth:`gradient`, :meth:`logits` and
         :meth:`evaluate`.
 
+        With ``stream``, an ``x`` that is not in memory (a memmap; see
+        :mod:`fastmlp.stream`) stays on disk as a :class:`fastmlp.stream.Stream`,
+        read and checked chunk by chunk by :meth:`fit`, :meth:`evaluate` and
+        :meth:`logits` (not by :meth:`train_step` or :meth:`gradient`, which
+        take arrays in memory); without it, ``x`` is read whole.
+
         Raises ValueError or TypeError naming the problem: wrong shapes,
         NaN or inf, labels out of range, targets that do not fit the loss,
         negative weights or weights that sum to zero.
         """
         with self.backend.scope():
-            x = self._as_x(x)
+            x = self._as_x(x, streamed=stream)
             if y is None:
                 if sample_weight is not None:
                     raise TypeError("sample_weight goes with targets: prepare(x, y, sample_weight)")
@@ -284,18 +290,29 @@ class MLP:
             raise ValueError("sample_weight sums to zero: no sample would count")
         return xp.ascontiguousarray(a)
 
-    def _as_x(self, x):
+    def _as_x(self, x, streamed=False):
         n_in = self.sizes[0]
-        if stream.wants(x):                 # larger than memory: read chunk by chunk later
+        if streamed and stream.wants(x):    # larger than memory: read chunk by chunk later
             return self._as_stream(x)
         # Integer data (uint8 images) stays in its compact dtype: it is scaled and
         # cast batch by batch (as_inputs), never copied whole into floats.
-        source = getattr(x, "dtype", None)
-        compact = source is not None and np.dtype(source).kind in "iu"
         try:
-            a = self.backend.asarray(x) if compact else self.backend.asarray(x, dtype=self.dtype)
+            source = np.dtype(getattr(x, "dtype", None)).kind
+        except TypeError:                   # torch and others: convert, then look
+            source = None
+        try:
+            if source is None:
+                a = self.backend.asarray(x)
+                compact = a.dtype.kind in "iu"
+                a = a if compact else a.astype(self.dtype, copy=False)
+            else:
+                compact = source in "iu"
+                a = self.backend.asarray(x) if compact else \
+                    self.backend.asarray(x, dtype=self.dtype)
         except TypeError as e:
             raise TypeError(f"x must hold numbers: {e}") from None
+        if compact and not a.dtype.isnative:  # compiled gathers read native byte order only
+            a = a.astype(a.dtype.newbyteorder("="))
         if a.ndim == 1 and n_in == 1:
             a = a.reshape(-1, 1)
         if a.ndim != 2:
@@ -485,14 +502,14 @@ class MLP:
             raise ValueError(f"predict_proba needs a classification loss; this model's loss "
                              f"is {self.loss!r}: use predict()")
         with self.backend.scope():
-            z = self.logits(self._as_x(x))
+            z = self.logits(self._as_x(x, streamed=True))
             return self.backend.to_numpy(self.ops.output(self.loss, z))
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         """Class ids (N,) for cross-entropy, 0/1 (N, K) for binary cross-entropy,
         values (N, K) for regression, as NumPy; (N,) when there is one output."""
         with self.backend.scope():
-            z = self.logits(self._as_x(x))
+            z = self.logits(self._as_x(x, streamed=True))
             out = self.loss_fn.predict(z)
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
@@ -507,7 +524,8 @@ class MLP:
         if isinstance(x, Prepared) and (y is not None or sample_weight is not None):
             raise TypeError("pass a Prepared alone: evaluate(model.prepare(x, y, sample_weight))")
         with self.backend.scope():
-            data = x if isinstance(x, Prepared) else self.prepare(x, y, sample_weight)
+            data = x if isinstance(x, Prepared) else self.prepare(x, y, sample_weight,
+                                                                  stream=True)
             if data.y is None:
                 raise TypeError("evaluate needs targets: evaluate(x, y) or evaluate(prepare(x, y))")
             z = self.logits(data.x)

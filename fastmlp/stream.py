@@ -28,13 +28,14 @@ def wants(x):
     """Whether ``fit`` should stream ``x`` rather than load it whole."""
     if isinstance(x, Stream):
         return True
+    if getattr(x, "ndim", len(getattr(x, "shape", ()))) != 2:
+        return False                    # the in-memory checks reshape 1-D and refuse the rest
     if isinstance(x, np.memmap):
         return True
     if isinstance(x, np.ndarray) or hasattr(x, "__cuda_array_interface__") \
             or hasattr(x, "__array_interface__") or hasattr(x, "__dlpack__"):
         return False
-    return all(hasattr(x, a) for a in ("shape", "dtype", "__getitem__")) \
-        and len(getattr(x, "shape", ())) == 2
+    return all(hasattr(x, a) for a in ("shape", "dtype", "__getitem__"))
 
 
 class Stream:
@@ -83,7 +84,9 @@ class Stream:
 
 def _file_of(source):
     """(path, byte offset of row 0) when ``source`` is a C-ordered memmap of a file."""
-    if not isinstance(source, np.memmap) or not source.flags.c_contiguous:
+    # a copy-on-write mapping ("c") may differ from its file: read it through the mapping
+    if not isinstance(source, np.memmap) or not source.flags.c_contiguous \
+            or getattr(source, "mode", "c") not in ("r", "r+", "w+"):
         return None
     path = getattr(source, "filename", None)
     if path is None or not os.path.isfile(path):

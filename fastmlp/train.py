@@ -130,14 +130,14 @@ def _split(model, x, y, sample_weight, validation_data, validation_split):
     elif y is None:
         raise TypeError("fit needs targets: fit(x, y)")
     else:
-        train = model.prepare(x, y, sample_weight)
+        train = model.prepare(x, y, sample_weight, stream=True)
     if validation_data is not None:
         if isinstance(validation_data, Prepared) and validation_data.y is not None:
             return train, validation_data
         if not isinstance(validation_data, (list, tuple)) or len(validation_data) not in (2, 3):
             raise TypeError("validation_data must be (x_val, y_val), (x_val, y_val, "
                             "sample_weight_val) or a Prepared with targets")
-        return train, model.prepare(*validation_data)
+        return train, model.prepare(*validation_data, stream=True)
     if not validation_split:
         return train, None
     if isinstance(validation_split, bool) or not isinstance(validation_split, Real):
@@ -288,6 +288,7 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         sample = (_load(model, train.x, 0, min(n, 256))        # what the engine choice reads
                   if isinstance(train.x, stream_.Stream) else train.x)
         engine = model.engine_for(bs, opt, True, sample, fresh=True)
+        previous, rate = model.optimizer, (opt.lr, opt.schedule)
         change()
         if not opt.is_for([model.params]):     # new, or last used on other arrays
             opt.init([model.params], model.ops)
@@ -298,6 +299,10 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         report = progress_.Report(progress, math.ceil(n / bs), initial_epoch + epochs)
         try:
             return _run(model, engine, opt, train, val, plan, report)
+        except _BadChunk:
+            model.optimizer = previous
+            opt.lr, opt.schedule = rate
+            raise
         finally:
             report.close()
             for cb in cbs:
@@ -334,8 +339,14 @@ def _run(model, engine, opt, train, val, plan, report):
              for a in (x, y, t, w)] if plan.shuffle else None)
     # Streamed rows are read, checked and moved a chunk ahead on another thread.
     loader = stream_.Prefetch(lambda span: _load(model, x, *span)) if streamed else None
+    # Streamed rows are checked as they are read: a bad chunk found mid-fit puts
+    # the model back as this fit found it, as a bad argument would have left it.
+    start = _Snapshot(model, opt) if streamed else None
     try:
         return _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count)
+    except _BadChunk:
+        start.restore(model, opt)
+        raise
     finally:
         if loader is not None:
             loader.close()
@@ -421,12 +432,16 @@ def _diverged(epoch, loss, good_epoch, lr):
             "inputs (and regression targets) to unit variance, or clip extreme values")
 
 
+class _BadChunk(ValueError):
+    """Streamed inputs that failed their check (or could not be read) mid-fit."""
+
+
 def _load(model, x, lo, hi):
     """Rows lo:hi of streamed inputs, read, checked and on the device."""
     try:
         return model.prepare(x.read(lo, hi)).x
-    except ValueError as e:
-        raise ValueError(f"rows {lo}:{hi} of x: {e}") from None
+    except (ValueError, OSError) as e:
+        raise _BadChunk(f"rows {lo}:{hi} of x: {e}") from None
 
 
 def _batches(model, engine, opt, arrays, perm, bufs, bs, report):

@@ -88,3 +88,29 @@ def test_the_compiled_gather_equals_its_reference_twin(source, dtype):
     CpuOps().gather_scaled(a, idx, got, 1 / 255)
     ReferenceOps(np).gather_scaled(a, idx, want, 1 / 255)
     np.testing.assert_array_equal(got, want)
+
+
+def test_big_endian_and_torch_inputs(images):
+    x, y = images
+    compact, floats = _pair()
+    compact.fit(x.astype(">i2"), y, epochs=1)
+    floats.fit(x.astype(np.float32) * np.float32(1 / 255), y, epochs=1)
+    np.testing.assert_allclose(compact.params, floats.params, rtol=1e-4, atol=1e-5)
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(compact.predict_proba(torch.from_numpy(x)),
+                                  compact.predict_proba(x))
+    np.testing.assert_allclose(floats.predict_proba(torch.from_numpy(x * np.float32(1 / 255))),
+                               floats.predict_proba(x * np.float32(1 / 255)), rtol=1e-6)
+
+
+def test_exports_take_what_the_model_takes(images):
+    x, y = images
+    model = _pair()[0]
+    model.fit(x, y, epochs=1)
+    from fastmlp import export
+    sd = export.state_dict(model)
+    z = np.maximum(x.astype(np.float32) @ sd["0.weight"].T + sd["0.bias"], 0)
+    z = z @ sd["2.weight"].T + sd["2.bias"]
+    np.testing.assert_allclose(z, model.logits(model.prepare(x).x), rtol=1e-4, atol=1e-4)
+    raw = export.state_dict(model, layout="fastmlp")
+    np.testing.assert_array_equal(raw["weights.0"], model.weights[0])

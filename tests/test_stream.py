@@ -29,7 +29,7 @@ def small_chunks(monkeypatch):
 def test_a_memmap_is_streamed_not_loaded(on_disk, small_chunks):
     mm, x, y = on_disk
     model = fm.MLP([20, 16, 2], seed=0, device="cpu", input_scale=1 / 255)
-    assert isinstance(model.prepare(mm, y).x, stream.Stream)
+    assert isinstance(model.prepare(mm, y, stream=True).x, stream.Stream)
     hist = model.fit(mm, y, epochs=6, batch_size=32, validation_split=0.2, lr=0.01)
     assert hist.history["val_accuracy"][-1] > 0.8
     assert model.evaluate(mm, y) == model.evaluate(x, y)
@@ -104,3 +104,45 @@ def test_training_on_a_memmap_larger_than_the_memory_limit_finishes(tmp_path):
         "model.fit(mm, y", "model.fit(np.array(mm), y"), str(path), str(n), "160"],
         capture_output=True, text=True, timeout=600)
     assert loaded.returncode != 0 and "MemoryError" in loaded.stderr   # the limit does bite
+
+
+def test_a_bad_chunk_found_mid_fit_leaves_the_model_as_it_was(tmp_path, small_chunks):
+    x = np.random.default_rng(0).normal(size=(1000, 20)).astype(np.float32)
+    x[-1, 0] = np.inf
+    x.tofile(tmp_path / "x.f32")
+    mm = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="r", shape=x.shape)
+    model = fm.MLP([20, 2], seed=0, device="cpu")
+    model.fit(x[:100], np.zeros(100, int), optimizer="adam", lr=0.01)
+    before, opt, t = model.params.copy(), model.optimizer, model.optimizer.t
+    with pytest.raises(ValueError, match="rows 960:1000 of x"):
+        model.fit(mm, np.zeros(1000, int), optimizer="sgd", shuffle=False)
+    np.testing.assert_array_equal(model.params, before)
+    assert model.optimizer is opt and opt.t == t
+    with pytest.raises(ValueError, match="rows 960:1000 of x"):
+        model.fit(mm, np.zeros(1000, int), lr=0.5, shuffle=False)       # resumed: state restored
+    np.testing.assert_array_equal(model.params, before)
+    assert model.optimizer is opt and opt.t == t and opt.lr == 0.01
+
+
+def test_only_two_dimensional_shared_memmaps_stream(tmp_path):
+    flat = np.arange(2000, dtype=np.float32)
+    flat.tofile(tmp_path / "f")
+    one = np.memmap(tmp_path / "f", dtype=np.float32, mode="r", shape=(2000,))
+    three = np.memmap(tmp_path / "f", dtype=np.float32, mode="r", shape=(500, 2, 2))
+    assert not stream.wants(one) and not stream.wants(three)
+    model = fm.MLP([1, 2], seed=0, device="cpu")
+    assert model.predict_proba(one).shape == (2000, 2)          # reshaped to (N, 1)
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        fm.MLP([2, 2], device="cpu").predict(three)
+    cow = np.memmap(tmp_path / "f", dtype=np.float32, mode="c", shape=(1000, 2))
+    cow[:] = 0                                                  # private edits, not in the file
+    np.testing.assert_array_equal(stream.Stream(cow).read(0, 5), np.zeros((5, 2)))
+
+
+def test_prepare_reads_a_memmap_whole_unless_asked_to_stream(on_disk):
+    mm, x, y = on_disk
+    model = fm.MLP([20, 2], seed=0, device="cpu", input_scale=1 / 255)
+    data = model.prepare(mm[:20], y[:20])
+    assert isinstance(data.x, np.ndarray)
+    model.train_step(data.x, data.y, fm.optim.SGD(lr=0.1), data.targets)
+    assert isinstance(model.prepare(mm, stream=True).x, stream.Stream)
