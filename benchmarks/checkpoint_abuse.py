@@ -10,11 +10,9 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from fastmlp import atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_hostile_checkpoints import _craft, _good_model  # noqa: E402
+from test_saves import kill_a_saver  # noqa: E402
 
 _ONE = """
 import json, resource, sys, time
@@ -70,16 +69,7 @@ def kills(folder, n):
     models[0].save(path)
     rng, stale, exact = random.Random(0), 0, 0
     for k in range(n):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for i in range(10**9):
-                    models[i % 2].save(path)
-            finally:
-                os._exit(1)
-        time.sleep(rng.uniform(0, 0.05))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kill_a_saver(models, path, rng.uniform(0, 0.05))
         loaded = fastmlp.load(path, device="cpu")
         exact += any(np.array_equal(loaded.params, m.params) for m in models)
         stale += sum(n.endswith(atomic.SUFFIX) for n in os.listdir(folder))

@@ -49,7 +49,7 @@ class Callback:
 class _Monitor(Callback):
     """A callback that watches one logged figure for improvement."""
 
-    def __init__(self, monitor, mode, min_delta):
+    def __init__(self, monitor, mode, min_delta, owner=None):
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
         if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
@@ -59,14 +59,12 @@ class _Monitor(Callback):
         self.mode = mode
         self.min_delta = float(min_delta)
         self.best = None
+        self._owner = owner or type(self).__name__
 
     def check(self, names):
         if self.monitor not in names:
-            raise ValueError(f"{self._owner()} monitors {self.monitor!r}, which this fit does "
+            raise ValueError(f"{self._owner} monitors {self.monitor!r}, which this fit does "
                              f"not log; it logs {names}")
-
-    def _owner(self):
-        return type(self).__name__
 
     def _maximise(self):
         if self.mode == "auto":
@@ -141,8 +139,8 @@ class ModelCheckpoint(Callback):
                  min_delta=0.0):
         self.path = os.fspath(path)
         self.save_best_only = bool(save_best_only)
-        self._watch = _Monitor(monitor, mode, min_delta)
-        self._watch._owner = lambda: "ModelCheckpoint(save_best_only=True)"
+        self._watch = _Monitor(monitor, mode, min_delta,
+                               owner="ModelCheckpoint(save_best_only=True)")
 
     def check(self, names):
         folder = os.path.dirname(os.path.abspath(self.path.format_map(_Blank(epoch=0))))

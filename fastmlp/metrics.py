@@ -17,16 +17,19 @@ the model's device; it returns a per-sample array (N,) to be averaged (with
 sample weights when given) or a number. Sample weights weight every built-in.
 """
 
+from abc import ABC, abstractmethod
 
-class Metric:
+
+class Metric(ABC):
     """A named score: ``per_sample(model, z, out, data)`` gives one value per
     sample (N,) on the device, from the logits ``z`` and outputs ``out``
     (probabilities or values) of prepared ``data``; neither may be changed."""
 
     name = None
 
+    @abstractmethod
     def per_sample(self, model, z, out, data):
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -12,15 +12,17 @@ schedule again (and ``initial_epoch``) when resuming.
 """
 
 import math
+from abc import ABC, abstractmethod
 
 from fastmlp.optim import check_number
 
 
-class Schedule:
+class Schedule(ABC):
     """Base class: ``__call__(epoch)`` gives the learning rate of that epoch."""
 
+    @abstractmethod
     def __call__(self, epoch):
-        raise NotImplementedError
+        """Each subclass defines it."""
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())

@@ -262,7 +262,8 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
                          f"got {on_nonfinite!r}")
     progress = progress_.check(progress)
     cbs = _check_callbacks(callbacks)
-    scored = [m for m in metrics_.get(metrics) if not isinstance(m, metrics_.Accuracy)]
+    wanted = metrics_.get(metrics)
+    scored = [m for m in wanted if not isinstance(m, metrics_.Accuracy)]
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history must be a fastmlp.History, got {type(history).__name__}")
     if initial_epoch is None:
@@ -271,7 +272,7 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
     be = model.backend
     with be.scope():
         train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
-        metrics_.check(model, metrics_.get(metrics))
+        metrics_.check(model, wanted)
         if early_stopping is not None:
             cbs.append(callbacks_.EarlyStopping("val_loss" if val is not None else "train_loss",
                                                 patience=early_stopping))

@@ -27,6 +27,21 @@ def _temps(folder):
     return sorted(n for n in os.listdir(folder) if n.endswith(atomic.SUFFIX))
 
 
+def kill_a_saver(models, path, delay):
+    """Fork a child that saves ``models`` to ``path`` in turn, forever, and
+    SIGKILL it after ``delay`` seconds (also used by benchmarks/checkpoint_abuse.py)."""
+    pid = os.fork()
+    if pid == 0:                                 # the child: never returns to its caller
+        try:
+            for i in range(10**9):
+                models[i % 2].save(path)
+        finally:
+            os._exit(1)
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
 @posix
 def test_killed_saves_leave_an_exact_file_and_the_next_save_cleans_up(tmp_path):
     """A child saves two models in turn, forever; it is SIGKILLed 60 times at
@@ -37,16 +52,7 @@ def test_killed_saves_leave_an_exact_file_and_the_next_save_cleans_up(tmp_path):
     models[0].save(path)
     rng, left, kills = random.Random(0), 0, 0
     while kills < 60:
-        pid = os.fork()
-        if pid == 0:                             # the child: never returns to pytest
-            try:
-                for i in range(10**9):
-                    models[i % 2].save(path)
-            finally:
-                os._exit(1)
-        time.sleep(rng.uniform(0, 0.02))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kill_a_saver(models, path, rng.uniform(0, 0.02))
         kills += 1
         loaded = fastmlp.load(path, device="cpu")
         assert any(np.array_equal(loaded.params, m.params) for m in models)
