@@ -66,8 +66,9 @@ def _fastmlp(kernels):
         engine = model.engine_for(bs, opt, sample=data.x)
 
         def run(steps):
-            for _ in range(steps):
-                engine.train_step(data.x, data.y, None, opt)
+            with engine.running():                    # as fit() holds it
+                for _ in range(steps):
+                    engine.train_step(data.x, data.y, None, opt)
             model.backend.synchronize()
         run.engine = model.step_path.engine           # which step engine ran: for the table
         return run

@@ -116,15 +116,14 @@ class Backend:
         rows of another dtype (compact integer data) are cast to ``out``'s
         and multiplied by ``scale`` on the way.
 
-        NumPy's ``take`` with its default ``mode='raise'`` gathers into a
-        temporary and copies that into ``out``; ``'clip'`` writes in place
-        (callers pass valid indices). CuPy's ``take`` has no ``mode``.
+        On the CPU the op table gathers (on threads, for large batches of a
+        threaded fit: ``kernels/cpu_parallel.py``).
         """
         if a.dtype != out.dtype:
             return self.ops.gather_scaled(a, idx, out, scale)
         if self.is_cuda:
             return self.xp.take(a, idx, axis=0, out=out)
-        return np.take(a, idx, axis=0, out=out, mode="clip")
+        return self.ops.take_rows(a, idx, out)
 
     def rng(self, seed=None):
         """A random Generator on this device, seeded with ``seed``."""

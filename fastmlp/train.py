@@ -344,7 +344,8 @@ def _run(model, engine, opt, train, val, plan, report):
     # the model back as this fit found it, as a bad argument would have left it.
     start = _Snapshot(model, opt) if streamed else None
     try:
-        return _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count)
+        with engine.running():
+            return _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count)
     except _BadChunk:
         start.restore(model, opt)
         raise

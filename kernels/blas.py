@@ -28,26 +28,42 @@ _SYMBOLS = (("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"),
             ("cblas_sgemm64_", "cblas_dgemm64_"))
 
 
-def _find_gemm():
-    """(sgemm, dgemm) addresses of NumPy's bundled ILP64 CBLAS, or None."""
+_THREAD_SYMBOLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+                   ("openblas_get_num_threads64_", "openblas_set_num_threads64_"))
+
+
+def _libraries():
     root = os.path.dirname(np.__file__)
     paths = (glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas*")) +
              glob.glob(os.path.join(root, ".dylibs", "*openblas*")))
     for path in sorted(paths):
         try:
-            lib = ctypes.CDLL(path)
+            yield ctypes.CDLL(path)
         except OSError:
             continue
-        for single, double in _SYMBOLS:
+
+
+def _find(symbols):
+    """The first pair of ``symbols`` that NumPy's bundled OpenBLAS exports, as
+    ctypes functions, or None."""
+    for lib in _libraries():
+        for first, second in symbols:
             try:
-                s, d = getattr(lib, single), getattr(lib, double)
+                return getattr(lib, first), getattr(lib, second)
             except AttributeError:
                 continue
-            return (ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value)
     return None
 
 
+def _find_gemm():
+    """(sgemm, dgemm) addresses of NumPy's bundled ILP64 CBLAS, or None."""
+    found = _find(_SYMBOLS)
+    return found and tuple(ctypes.cast(f, ctypes.c_void_p).value for f in found)
+
+
 GEMM = _find_gemm()
+#: (get_num_threads, set_num_threads) of that OpenBLAS, as ctypes functions, or None
+THREADS = _find(_THREAD_SYMBOLS)
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 

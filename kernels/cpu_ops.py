@@ -14,19 +14,12 @@ import math
 
 import numpy as np
 
+from . import cpu_parallel
 from .cpu_math import CODES, act_grad_rows, bias_act_rows, colsum_add, jit, softmax_xent
 from .reference import ReferenceOps
 
 _NO_IDS = np.empty(0, np.int64)
 _NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
-
-
-@jit(nogil=True)
-def _gather_scaled(a, idx, scale, out):
-    for r in range(idx.shape[0]):
-        src = a[idx[r]]
-        for j in range(src.shape[0]):
-            out[r, j] = src[j] * scale
 
 
 @jit()
@@ -68,11 +61,24 @@ class CpuOps(ReferenceOps):
     def __init__(self):
         super().__init__(np)
 
+    def take_rows(self, a, idx, out):
+        if _gatherable(a, out) and cpu_parallel.gathers_threaded(out.shape[0]):
+            with cpu_parallel.launching():
+                cpu_parallel.gather(a, idx.astype(np.int64, copy=False), out.dtype.type(1), out)
+            return out
+        # 'clip' writes in place; the default 'raise' gathers into a temporary first
+        return np.take(a, idx, axis=0, out=out, mode="clip")
+
     def gather_scaled(self, a, idx, out, scale):
         # one pass from the integer rows to floats, no integer temporary
-        if a.ndim != 2 or not (a.flags.c_contiguous and out.flags.c_contiguous):
+        if not _gatherable(a, out):
             return super().gather_scaled(a, idx, out, scale)
-        _gather_scaled(a, idx.astype(np.int64, copy=False), out.dtype.type(scale), out)
+        idx, scale = idx.astype(np.int64, copy=False), out.dtype.type(scale)
+        if cpu_parallel.gathers_threaded(out.shape[0]):
+            with cpu_parallel.launching():
+                cpu_parallel.gather(a, idx, scale, out)
+        else:
+            cpu_parallel.gather_rows(a, idx, scale, out, 0, idx.shape[0])
         return out
 
     def bias_act(self, activation, z, b):
@@ -122,6 +128,10 @@ class CpuOps(ReferenceOps):
         cast = p.dtype.type
         _adam(*flat, cast(lr), cast(beta1), cast(beta2), cast(eps), cast(weight_decay), decoupled,
               cast(1 - beta1 ** t), cast(1 - beta2 ** t))
+
+
+def _gatherable(a, out):
+    return a.ndim == 2 and a.flags.c_contiguous and out.flags.c_contiguous
 
 
 def _flat(*arrays):

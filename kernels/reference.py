@@ -173,6 +173,11 @@ class ReferenceOps:
             z *= weights[:, None]
         return (terms.sum(axis=1) * weights).sum()
 
+    def take_rows(self, a, idx, out):
+        """Rows ``idx`` of ``a`` into ``out``, of the same dtype (callers pass
+        valid indices)."""
+        return self.xp.take(a, idx, axis=0, out=out)
+
     def gather_scaled(self, a, idx, out, scale):
         """Rows ``idx`` of integer ``a``, cast to ``out``'s dtype and multiplied by
         ``scale``, into ``out`` (compact inputs, gathered per batch)."""

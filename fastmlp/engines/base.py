@@ -1,5 +1,6 @@
 """The step-engine interface: what every way of running a training step provides."""
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -76,6 +77,11 @@ class Engine(ABC):
     def scratch_nbytes(self):
         """Bytes of scratch this engine keeps alive between steps."""
         return 0
+
+    def running(self):
+        """A context to hold around a run of steps (``fit`` holds it for the
+        whole fit): what the engine's steps need of the process meanwhile."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def grad(self, x, y, targets=None, weights=None):

@@ -1,5 +1,7 @@
 """The ``cpu-gemm`` engine: the whole step in one compiled call, the
-products by NumPy's own BLAS GEMM (``kernels/cpu_gemm_step.py``)."""
+products by NumPy's own BLAS GEMM (``kernels/cpu_gemm_step.py``); from
+``cpu_parallel.MIN_ROWS`` rows a batch, the same step on Numba's threads
+(``kernels/cpu_threaded_step.py``, with the policy in ``cpu_parallel.py``)."""
 
 import functools
 
@@ -23,6 +25,29 @@ class GemmStepEngine(CpuStepEngine):
     def __init__(self, model, case):
         super().__init__(model, case)
         from fastmlp.kernels import cpu_gemm_step as k
+        from fastmlp.kernels import cpu_parallel, cpu_threaded_step
         self._step = functools.partial(k.gemm_step, cpu_step.blas_gemm())
+        if cpu_parallel.threaded(case.batch_size):
+            self._step = _threaded(self._step, functools.partial(
+                cpu_threaded_step.threaded_step, cpu_step.blas_gemm()))
+            self.running = cpu_parallel.one_pool
+            serial_layout = self._scratch_layout
+            # room for either step: a forked child falls back to the serial one
+            self._scratch_layout = lambda sizes, n: (max(
+                serial_layout(sizes, n)[-1], cpu_threaded_step.threaded_layout(sizes, n)[-1]),)
         self._epoch = functools.partial(k.gemm_sgd_epoch, cpu_step.blas_gemm())
 
+
+def _threaded(serial, threaded):
+    """``threaded``, or ``serial`` where threads cannot run (see
+    ``cpu_parallel.usable``), checked per call."""
+    import numba
+
+    from fastmlp.kernels import cpu_parallel
+
+    def step(*args):
+        if not cpu_parallel.usable():
+            return serial(*args)
+        with cpu_parallel.launching(), cpu_parallel.one_pool():
+            return threaded(*args, numba.get_num_threads())
+    return step

@@ -1,0 +1,149 @@
+"""The fused passes of ``cpu_math.py`` and the batch gather, run on Numba's
+threads (``prange``) for large batches, with the same arguments as the
+serial passes so that one step's source serves both
+(``cpu_gemm_step.gemm_step_threaded``).
+
+Rows are split into blocks of ``BLOCK_ROWS``, whatever the number of
+threads: each block's column sums (bias gradients) and loss sums go to a
+row of their own and are added in block order, so results do not depend
+on how many threads ran them. They may differ in the last bit from the
+serial passes, which add row by row.
+
+When threads are used, and when they are safe, is decided by the Python
+functions at the end of this module (see :func:`usable`).
+"""
+
+import contextlib
+import os
+import threading
+
+import numba
+import numpy as np
+
+from . import blas
+from .cpu_math import jit
+
+#: rows per block of the gather
+BLOCK_ROWS = 64
+#: batches of at least this many rows take the threaded step and gather
+MIN_ROWS = 512
+
+
+@numba.njit(inline="always")
+def _blocks(n):
+    return (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+
+
+@numba.njit(inline="always")
+def _span(n, t):
+    """Rows [lo, hi) of block ``t``."""
+    return t * BLOCK_ROWS, min(n, (t + 1) * BLOCK_ROWS)
+
+
+@jit(nogil=True)
+def gather_rows(a, idx, scale, out, lo, hi):
+    """``out[r] = a[idx[r]] * scale`` (in ``out``'s dtype) for r in [lo, hi)."""
+    for r in range(lo, hi):
+        src = a[idx[r]]
+        for j in range(src.shape[0]):
+            out[r, j] = src[j] * scale
+
+
+@jit(parallel=True, nogil=True)
+def gather(a, idx, scale, out):
+    """:func:`gather_rows` for every row, on threads."""
+    n = idx.shape[0]
+    for t in numba.prange(_blocks(n)):
+        lo, hi = _span(n, t)
+        gather_rows(a, idx, scale, out, lo, hi)
+
+
+@jit(parallel=True)
+def _probe(a):
+    for i in numba.prange(a.size):
+        a[i] = i
+
+
+# --- when to use threads ----------------------------------------------------------------
+
+class _State:
+    layer = None           # Numba's threading layer, once a probe has launched it
+    usable = None          # None: not probed yet
+    lock = contextlib.nullcontext()
+    probing = threading.Lock()
+
+
+def _after_fork_in_child():
+    # GNU OpenMP cannot run in a child forked after it started: Numba ends such a
+    # child (SIGTERM). Whoever started it in the parent, the child stays serial.
+    from numba.np.ufunc import parallel
+    if parallel._is_initialized and numba.threading_layer() == "omp":
+        from numba.np.ufunc import omppool
+        if getattr(omppool, "openmp_vendor", "GNU") == "GNU":
+            _State.usable = False
+    if _State.layer == "workqueue":
+        _State.lock = threading.Lock()       # another thread may have held the parent's
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def usable():
+    """Whether the threaded kernels may run in this process: more than one
+    Numba thread, and not a child forked from a process that runs GNU
+    OpenMP. The first call launches a tiny parallel kernel, which starts
+    Numba's threading layer; with the ``workqueue`` layer, which aborts on
+    concurrent launches, :func:`launching` serialises them."""
+    if _State.usable is None:
+        with _State.probing:                 # two threads' first calls: one probe
+            if _State.usable is None:
+                _probe(np.empty(2))
+                _State.layer = numba.threading_layer()
+                if _State.layer == "workqueue":
+                    _State.lock = threading.Lock()
+                _State.usable = True
+    return _State.usable and numba.get_num_threads() > 1
+
+
+def threaded(rows):
+    """Whether steps of ``rows`` rows should run on threads."""
+    return rows >= MIN_ROWS and blas.THREADS is not None and usable()
+
+
+def gathers_threaded(rows):
+    """Whether a gather of ``rows`` rows should run on threads: inside
+    :func:`one_pool` only."""
+    return _Blas.holders > 0 and rows >= MIN_ROWS and usable()
+
+
+def launching():
+    """The context every call of a threaded kernel from Python runs in."""
+    return _State.lock
+
+
+class _Blas:
+    lock = threading.Lock()
+    holders = 0            # threaded steps running now, in any thread
+    saved = None           # OpenBLAS's thread count before the first of them
+
+
+@contextlib.contextmanager
+def one_pool():
+    """A context in which NumPy's OpenBLAS runs each call on the caller's
+    thread, as the threaded kernels need; its thread count is put back when
+    the last such context (of any thread) ends, so nesting costs nothing.
+    NumPy's products elsewhere in the process run on one thread meanwhile."""
+    get, set_ = blas.THREADS
+    with _Blas.lock:
+        if _Blas.holders == 0:
+            _Blas.saved = get()
+            set_(1)
+        _Blas.holders += 1
+    try:
+        yield
+    finally:
+        with _Blas.lock:
+            _Blas.holders -= 1
+            if _Blas.holders == 0:
+                set_(_Blas.saved)
