@@ -3,7 +3,7 @@ threads alone: one pool for the products and the passes between them.
 
 Calling BLAS's threaded GEMMs with Numba-threaded passes in between makes
 two thread pools take turns on the same cores, and each pool's idle
-threads spin while the other works: on 2 cores such a step ran 2-10x
+threads spin while the other works: on 2 cores such a step ran 4-40x
 slower than the serial one. Here BLAS runs one thread per call (the caller
 holds ``cpu_parallel.one_pool``), called from Numba's threads on slices of
 the batch:
