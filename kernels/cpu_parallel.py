@@ -1,16 +1,26 @@
-"""The fused passes of ``cpu_math.py`` and the batch gather, run on Numba's
-threads (``prange``) for large batches, with the same arguments as the
-serial passes so that one step's source serves both
-(``cpu_gemm_step.gemm_step_threaded``).
+"""Numba's threads for large batches: the batch gather on them, and the
+rules for when the threaded kernels (this gather, and
+``cpu_threaded_step.py``) may run.
 
-Rows are split into blocks of ``BLOCK_ROWS``, whatever the number of
-threads: each block's column sums (bias gradients) and loss sums go to a
-row of their own and are added in block order, so results do not depend
-on how many threads ran them. They may differ in the last bit from the
-serial passes, which add row by row.
-
-When threads are used, and when they are safe, is decided by the Python
-functions at the end of this module (see :func:`usable`).
+- Large batches only (``MIN_ROWS``): a parallel launch costs microseconds,
+  which a step of a few hundred rows does not win back.
+- One pool at a time: Numba's threads run fastmlp's kernels only inside
+  :func:`one_pool`, which holds NumPy's OpenBLAS to one thread; the GEMMs
+  of a threaded step run on Numba's threads, each on its slice of the
+  batch. ``fit`` holds it for the whole fit when its steps are threaded
+  (NumPy's products elsewhere in the process, the validation scores
+  included, run on one thread meanwhile). Two pools taking turns on the
+  same cores, each spinning while the other works, ran a 2-core step 4-40x
+  slower; OpenBLAS's threads keep spinning for ~0.1 s after its last
+  threaded product.
+- Both pools are sized by their own settings: ``NUMBA_NUM_THREADS`` (or
+  ``numba.set_num_threads``) for the threaded step, ``OPENBLAS_NUM_THREADS``
+  for NumPy's products elsewhere; by default each is the number of CPUs.
+  One Numba thread means the serial step.
+- Safety: Numba's GNU OpenMP layer cannot run in a child forked after it
+  started (Numba ends the child), so such a child stays serial; its
+  ``workqueue`` layer aborts on concurrent launches, so with that layer
+  fastmlp's launches take a lock (:func:`launching`).
 """
 
 import contextlib
