@@ -27,15 +27,24 @@ class GemmStepEngine(CpuStepEngine):
         from fastmlp.kernels import cpu_gemm_step as k
         from fastmlp.kernels import cpu_parallel, cpu_threaded_step
         self._step = functools.partial(k.gemm_step, cpu_step.blas_gemm())
-        if cpu_parallel.threaded(case.batch_size):
+        self._threaded = cpu_parallel.threaded(case.batch_size)
+        if self._threaded:
             self._step = _threaded(self._step, functools.partial(
                 cpu_threaded_step.threaded_step, cpu_step.blas_gemm()))
-            self.running = cpu_parallel.one_pool
-            serial_layout = self._scratch_layout
-            # room for either step: a forked child falls back to the serial one
-            self._scratch_layout = lambda sizes, n: (max(
-                serial_layout(sizes, n)[-1], cpu_threaded_step.threaded_layout(sizes, n)[-1]),)
         self._epoch = functools.partial(k.gemm_sgd_epoch, cpu_step.blas_gemm())
+
+    def running(self):
+        if not self._threaded:
+            return super().running()
+        from fastmlp.kernels import cpu_parallel
+        return cpu_parallel.one_pool()
+
+    def _scratch_size(self, n):
+        if not self._threaded:
+            return super()._scratch_size(n)
+        from fastmlp.kernels import cpu_threaded_step
+        # room for either step: a forked child falls back to the serial one
+        return max(super()._scratch_size(n), cpu_threaded_step.threaded_layout(self._sizes, n)[-1])
 
 
 def _threaded(serial, threaded):

@@ -43,7 +43,7 @@ class CpuStepEngine(Engine):
         # own writable copies: Numba types read-only arrays on a slow path (~1 us a call)
         self._sizes, self._w_at, self._b_at = (a.copy() for a in model.layout.arrays())
         self._code = CODES[model.activation]
-        self._scratch_layout = scratch_layout
+        self._layout = scratch_layout
         self._work, self._rows = None, 0
         self._scales = {}              # rows -> loss scale, as a Python float
 
@@ -51,11 +51,15 @@ class CpuStepEngine(Engine):
     def scratch_nbytes(self):
         return 0 if self._work is None else self._work.nbytes
 
+    def _scratch_size(self, n):
+        """Elements of scratch a batch of ``n`` needs."""
+        return self._layout(self._sizes, n)[-1]
+
     def _scratch(self, n):
         """Scratch for a batch of ``n``: this engine's own, grown as needed."""
         if n <= self._rows:
             return self._work
-        size = self._scratch_layout(self._sizes, n)[-1]
+        size = self._scratch_size(n)
         work = np.zeros(size, self.model.dtype)     # zeros: the front block is the zero bias
         if size <= KEEP_SCRATCH:
             self._work, self._rows = work, n
