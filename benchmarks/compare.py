@@ -63,7 +63,7 @@ def _fastmlp(kernels):
         opt = fm.optim.SGD(lr=LR)
         opt.init([model.params], model.ops)
         # a step as fit() runs it: the engine the factory picks, called directly
-        engine = model.engine_for(bs, opt, sample=data.x)
+        engine = model.engine_for(bs, sample=data.x)
 
         def run(steps):
             with engine.running():                    # as fit() holds it

@@ -40,7 +40,7 @@ def test_train_step(benchmark, device, kernels, activation, batch_size):
     model, x, y = _setup(device, kernels, activation, batch_size)
     opt = fm.optim.SGD(lr=0.01)
     opt.init([model.params], model.ops)
-    engine = model.engine_for(batch_size, opt, sample=x)   # as fit() runs a step
+    engine = model.engine_for(batch_size, sample=x)        # as fit() runs a step
     sync = model.backend.synchronize
 
     def step():

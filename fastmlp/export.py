@@ -64,6 +64,7 @@ import os
 import numpy as np
 
 from fastmlp import atomic
+from fastmlp.kernels.losses import SIGMOID_HEAD, SOFTMAX
 
 __all__ = ["state_dict", "to_torch", "onnx", "LAYOUTS", "ONNX_OUTPUTS", "MIN_OPSET"]
 
@@ -74,10 +75,6 @@ ONNX_OUTPUTS = ("auto", "probabilities", "logits", "predictions")
 #: the oldest ONNX opset :func:`onnx` writes (Softmax over one axis, Squeeze's
 #: axes as an input)
 MIN_OPSET = 13
-
-_TORCH_ACTIVATIONS = {"relu": "ReLU", "sigmoid": "Sigmoid", "tanh": "Tanh",
-                      "identity": "Identity"}
-_ONNX_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "identity": None}
 
 
 def _host_parameters(model, fold_scale=True):
@@ -159,7 +156,7 @@ def to_torch(model):
         raise ImportError("fastmlp.export.to_torch needs PyTorch: pip install torch "
                           f"(see https://pytorch.org for GPU builds) ({e})") from e
     dtype = {"float32": torch.float32, "float64": torch.float64}[model.dtype.name]
-    act = getattr(torch.nn, _TORCH_ACTIVATIONS[model.activation])
+    act = getattr(torch.nn, model.net.activation.torch)
     modules = []
     last = len(model.sizes) - 2
     for i, (fan_in, fan_out) in enumerate(zip(model.sizes[:-1], model.sizes[1:])):
@@ -288,26 +285,23 @@ def onnx(model, path, *, output="auto", opset=17, dtype=None):
             nodes.append(helper.make_node("Add", [cur, f"layers.{i}.bias"],
                                           [f"layers.{i}.add"], name=f"layers.{i}.add"))
             cur = f"layers.{i}.add"
-        op = _ONNX_ACTIVATIONS[model.activation]
+        op = model.net.activation.onnx
         if i != last and op is not None:
             name = f"layers.{i}.{op.lower()}"
             nodes.append(helper.make_node(op, [cur], [name], name=name))
             cur = name
 
     out_type, out_shape = float_type, ["batch", k]
-    loss = model.loss
-    if output == "probabilities":
-        if loss == "cross_entropy":
-            nodes.append(helper.make_node("Softmax", [cur], ["y"], name="output.softmax",
-                                          axis=1))
-        else:
-            nodes.append(helper.make_node("Sigmoid", [cur], ["y"], name="output.sigmoid"))
-    elif output == "predictions" and loss == "cross_entropy":
+    head = model.loss_fn.head
+    if output == "probabilities":        # Softmax over the classes, or Sigmoid per label
+        nodes.append(helper.make_node(head.onnx, [cur], ["y"], name=f"output.{head.name}",
+                                      **({"axis": 1} if head is SOFTMAX else {})))
+    elif output == "predictions" and head is SOFTMAX:
         nodes.append(helper.make_node("ArgMax", [cur], ["y"], name="output.argmax",
                                       axis=1, keepdims=0))
         out_type, out_shape = tp.INT64, ["batch"]
     else:                                   # logits, or predictions of bce and regression
-        if output == "predictions" and loss == "binary_cross_entropy":
+        if output == "predictions" and head is SIGMOID_HEAD:
             inits.append(numpy_helper.from_array(np.zeros((), dtype), "output.zero"))
             nodes.append(helper.make_node("Greater", [cur, "output.zero"], ["output.positive"],
                                           name="output.greater"))
@@ -336,7 +330,7 @@ def onnx(model, path, *, output="auto", opset=17, dtype=None):
     helper.set_model_props(proto, {
         "fastmlp.sizes": ",".join(str(s) for s in model.sizes),
         "fastmlp.activation": model.activation,
-        "fastmlp.loss": loss,
+        "fastmlp.loss": model.loss,
         "fastmlp.output": output,
     })
     onnx_module.checker.check_model(proto, full_check=True)

@@ -19,6 +19,8 @@ sample weights when given) or a number. Sample weights weight every built-in.
 
 from abc import ABC, abstractmethod
 
+from fastmlp.kernels.losses import SOFTMAX
+
 
 class Metric(ABC):
     """A named score: ``per_sample(model, z, out, data)`` gives one value per
@@ -61,7 +63,7 @@ class TopKAccuracy(Metric):
         return f"TopKAccuracy(k={self.k})"
 
     def per_sample(self, model, z, out, data):
-        if model.loss != "cross_entropy" or data.targets is None or data.targets.ndim != 1:
+        if model.loss_fn.head is not SOFTMAX or data.targets is None or data.targets.ndim != 1:
             raise ValueError("top-k accuracy needs cross_entropy and class ids")
         xp, k = model.backend.xp, min(self.k, z.shape[1])
         true = xp.take_along_axis(z, data.targets[:, None], axis=1)
@@ -133,7 +135,7 @@ def check(model, metrics):
         if isinstance(m, Accuracy) and not model.loss_fn.classifier:
             raise ValueError(f"metric 'accuracy' needs a classification loss; this model's "
                              f"is {model.loss!r}")
-        if isinstance(m, TopKAccuracy) and model.loss != "cross_entropy":
+        if isinstance(m, TopKAccuracy) and model.loss_fn.head is not SOFTMAX:
             raise ValueError(f"metric {m.name!r} needs loss='cross_entropy'")
 
 

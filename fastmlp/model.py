@@ -11,6 +11,7 @@ second buffer (``grads``). How a step runs is a step engine's business
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -19,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastmlp import activations, engines, io, losses, stream
+from fastmlp import engines, io, stream
 from fastmlp.backend import get_backend
 from fastmlp.engines.layer import forward
+from fastmlp.kernels import activations, losses
 from fastmlp.layout import Layout
+from fastmlp.net import Buffers, Net
 from fastmlp.prepared import Prepared
 
 if TYPE_CHECKING:
@@ -98,7 +101,7 @@ def _all_finite(xp, a, rows=1 << 14):
 
 def _check_init(init, activation):
     if init is None:
-        return activations.ACTIVATIONS[activation]
+        return activation.init
     if isinstance(init, Real) and not isinstance(init, bool):
         if not init > 0:
             raise ValueError(f"a numeric init is the std of a normal init and must be > 0, "
@@ -161,13 +164,14 @@ class MLP:
                  bias: bool = True, kernels: str = "auto", engine: str = "auto",
                  input_scale: float = 1.0) -> None:
         self.sizes = _check_sizes(sizes)
-        self.activation = activations.check(activation)
+        spec = activations.get(activation)
+        self.activation = spec.name
         self.loss_fn = losses.get(loss, reduction)
-        if self.loss_fn.name == "cross_entropy" and self.sizes[-1] < 2:
+        if self.loss_fn is losses.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs at least 2 outputs; for one output use "
                              "loss='binary_cross_entropy'")
         self.reduction = reduction
-        self.init = _check_init(init, self.activation)
+        self.init = _check_init(init, spec)
         self.dtype = _check_dtype(dtype)
         self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self.bias = bool(bias)
@@ -175,6 +179,8 @@ class MLP:
         self.engine = engines.check_name(engine)
         self.input_scale = _check_scale(input_scale)
         self.layout = Layout(self.sizes, self.bias)
+        #: what step engines know of this network (immutable)
+        self.net = Net(self.layout, spec, self.loss_fn, self.reduction, self.dtype, self.dropout)
         self.optimizer = None
         self.step_path = None
         self.backend = get_backend(device)
@@ -200,9 +206,21 @@ class MLP:
 
     def _adopt(self, placed):
         """Make ``_place``'s buffers the model's, with per-layer views."""
-        self.params, self.grads, self.dropout_rng = placed
-        self.weights, self.biases = self.layout.views(self.params)
-        self._engines = {}             # engines hold views of the buffers: choose afresh
+        self.params, self.grads, rng = placed
+        #: what step engines may touch: the buffers, their views, the op table
+        self.buffers = Buffers(self.backend, self.ops, self.params, self.grads, rng, self.layout)
+        self.weights, self.biases = self.buffers.weights, self.buffers.biases
+        self._engines = {}             # engines hold the buffers: choose afresh
+
+    @property
+    def dropout_rng(self):
+        """The device Generator that draws dropout masks (checkpointed on the CPU)."""
+        return self.buffers.dropout_rng
+
+    @dropout_rng.setter
+    def dropout_rng(self, gen):
+        self.buffers = dataclasses.replace(self.buffers, dropout_rng=gen)
+        self._engines = {}
 
     @property
     def loss(self) -> str:
@@ -380,7 +398,8 @@ class MLP:
                              f"{a.shape[0] if a.ndim else 'a scalar'}")
         if not bool(xp.isfinite(a).all()):
             raise ValueError("y contains NaN or inf values")
-        if self.loss == "cross_entropy" and a.ndim == 1:
+        classes = self.loss_fn is losses.CROSS_ENTROPY        # one class id per row
+        if classes and a.ndim == 1:
             if not bool((a == xp.round(a)).all()):
                 raise ValueError("class labels must be integers (or pass one-hot rows)")
             lo, hi = int(a.min()), int(a.max())
@@ -396,11 +415,11 @@ class MLP:
             a = a.reshape(-1, 1)
         if a.ndim != 2 or a.shape[1] != k:
             raise ValueError(f"y must have shape ({n}, {k})" +
-                             (f" or ({n},) class ids" if self.loss == "cross_entropy" else "") +
+                             (f" or ({n},) class ids" if classes else "") +
                              f", got {tuple(a.shape)}")
-        if self.loss == "binary_cross_entropy" and not bool(((a >= 0) & (a <= 1)).all()):
+        if self.loss_fn is losses.BINARY_CROSS_ENTROPY and not bool(((a >= 0) & (a <= 1)).all()):
             raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
-        if self.loss == "cross_entropy" and not (bool((a >= 0).all()) and
+        if classes and not (bool((a >= 0).all()) and
                                                  bool((xp.abs(a.sum(axis=1) - 1) < 1e-3).all())):
             raise ValueError("cross_entropy targets must be class ids, or one-hot / probability "
                              "rows (non-negative, each summing to 1)")
@@ -408,7 +427,7 @@ class MLP:
             dense = xp.ascontiguousarray(a, dtype=self.dtype)
         if dense.dtype != a.dtype and not bool(xp.isfinite(dense).all()):
             raise ValueError(self._nonfinite_message("y", y))
-        targets = self.loss_fn.targets(dense)
+        targets = self.loss_fn.head.targets(dense)
         if targets is not None and targets.dtype.kind == "i":
             targets = targets.astype(xp.int64, copy=False)
         return dense, targets
@@ -435,18 +454,20 @@ class MLP:
 
     # --- steps ----------------------------------------------------------------
 
-    def engine_for(self, batch_size, optimizer=None, train=True, sample=None, fresh=False):
+    def engine_for(self, batch_size, *, train=True, sample=None, fresh=False):
         """The step engine that runs batches of ``batch_size`` for this model.
 
-        Chosen by :func:`fastmlp.engines.create` on first use for each
-        (batch size, train, optimizer instance), from ``sample`` (prepared
-        inputs like those to come) when given, and kept (a few per model);
-        ``fresh`` chooses again. ``step_path`` records the choice and why.
+        Chosen by :func:`fastmlp.engines.create` from the model's ``net`` and
+        ``buffers`` on first use for each (batch size, train), from
+        ``sample`` (prepared inputs like those to come) when given, and kept
+        (a few per model); ``fresh`` chooses again. ``step_path`` records
+        the choice and why. Any optimizer runs on it: the engine reads each
+        step's ``optimizer.form``.
         """
-        key = (batch_size, train, optimizer)     # the optimizer by identity
+        key = (batch_size, train)
         found = None if fresh else self._engines.get(key)
         if found is None:
-            found = engines.create(self, batch_size, optimizer, train, sample, self.engine)
+            found = engines.create(self.net, self.buffers, batch_size, train, sample, self.engine)
             self._engines.pop(key, None)
             while len(self._engines) >= _ENGINES_KEPT:
                 self._engines.pop(next(iter(self._engines)))
@@ -468,7 +489,7 @@ class MLP:
         """
         self._check_prepared(x, y, targets, weights)
         x = self.as_inputs(x)
-        engine = self.engine_for(x.shape[0], optimizer, True, x)   # may refuse: before changes
+        engine = self.engine_for(x.shape[0], sample=x)      # may refuse: before changes
         if not optimizer.is_for([self.params]):
             optimizer.init([self.params], self.ops)
         self.optimizer = optimizer
@@ -480,7 +501,7 @@ class MLP:
         :meth:`train_step` does. Dropout applies only with ``train``."""
         self._check_prepared(x, y, targets, weights)
         x = self.as_inputs(x)
-        return self.engine_for(x.shape[0], None, train, x).grad(x, y, targets, weights)
+        return self.engine_for(x.shape[0], train=train, sample=x).grad(x, y, targets, weights)
 
     def logits(self, x):
         """The output layer's pre-activations (N, K) for prepared inputs ``x``,
@@ -490,7 +511,7 @@ class MLP:
                 return self._as_x(x.read(i, min(i + _PREDICT_CHUNK, len(x))))
             return x[i:i + _PREDICT_CHUNK]
 
-        parts = [forward(self, self.as_inputs(rows(i)))[1][-1]
+        parts = [forward(self.net, self.buffers, self.as_inputs(rows(i)))[1][-1]
                  for i in range(0, x.shape[0], _PREDICT_CHUNK)]
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
 
@@ -503,14 +524,14 @@ class MLP:
                              f"is {self.loss!r}: use predict()")
         with self.backend.scope():
             z = self.logits(self._as_x(x, streamed=True))
-            return self.backend.to_numpy(self.ops.output(self.loss, z))
+            return self.backend.to_numpy(self.ops.output(self.loss_fn, z))
 
     def predict(self, x: ArrayLike) -> np.ndarray:
         """Class ids (N,) for cross-entropy, 0/1 (N, K) for binary cross-entropy,
         values (N, K) for regression, as NumPy; (N,) when there is one output."""
         with self.backend.scope():
             z = self.logits(self._as_x(x, streamed=True))
-            out = self.loss_fn.predict(z)
+            out = self.loss_fn.head.predict(z)
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
             return self.backend.to_numpy(out)
@@ -530,8 +551,9 @@ class MLP:
                 raise TypeError("evaluate needs targets: evaluate(x, y) or evaluate(prepare(x, y))")
             z = self.logits(data.x)
             w = data.weights
-            hits = self.loss_fn.hits(z, data.targets, w) if data.targets is not None else None
-            total = self.ops.loss(self.loss, z, data.y, None, w)
+            hits = (self.loss_fn.head.hits(z, data.targets, w) if data.targets is not None
+                    else None)
+            total = self.ops.loss(self.loss_fn, z, data.y, None, w)
             count = z.shape[0] if w is None else float(w.sum())
             return self.loss_fn.summary(total, hits, self.reduction, count, z.shape[1])
 

@@ -1,10 +1,18 @@
 """Optimizers, in order of increasing complexity.
 
-An optimizer updates a flat list of parameter arrays in place from a
-matching list of gradients. Its state (velocities, moments) is created by
-``init`` on the parameters' device, through the backend's op table, and the
-update maths is the op table's (``ops.sgd``, ``ops.adam``, ...), so fused
+An optimizer is a pair of transforms over a flat list of parameter
+arrays, in optax's shape: ``init`` creates its state (velocities, moments)
+on the parameters' device, and ``step`` applies one update in place from
+the gradients and counts it. The update maths is declared once per
+optimizer (``fastmlp/kernels/updates.py``: reference and compiled) and
+reached through the op table (``ops.sgd``, ``ops.adam``, ...), so fused
 kernels replace it without touching this file.
+
+Each optimizer also declares its update's :class:`Form` (its kind and
+hyperparameters). A step engine reads it and decides whether to run the
+update itself (plain SGD folded into its weight-gradient products, say); it
+then hands its fused step to ``step(..., run=...)``, so every update, fused
+or not, is counted in one place.
 
     opt = Adam(lr=1e-3)
     opt.init(params, ops)
@@ -15,6 +23,7 @@ kernels replace it without touching this file.
 
 
 import math
+from dataclasses import dataclass, field
 from numbers import Real
 
 
@@ -28,6 +37,21 @@ def check_number(name, value, lo, hi=None, lo_open=False):
         bound = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
         raise ValueError(f"{name} must be {bound}, got {value}")
     return float(value)
+
+
+@dataclass(frozen=True)
+class Form:
+    """An optimizer's update as a step engine sees it: its ``kind`` ("sgd",
+    "adam", ...), its learning rate now, and its other hyperparameters by
+    name (``get``)."""
+
+    kind: str
+    lr: float
+    hyper: tuple = field(default=())       # ((name, value), ...)
+
+    def get(self, name, default=None):
+        """The hyperparameter ``name``, or ``default``."""
+        return dict(self.hyper).get(name, default)
 
 
 class Optimizer:
@@ -77,25 +101,29 @@ class Optimizer:
     def _active_slots(self):
         return self.slots
 
-    def step(self, params, grads):
-        """Update each array of ``params`` in place from ``grads``."""
+    @property
+    def form(self):
+        """This update's :class:`Form`: kind, learning rate and hyperparameters."""
+        hyper = tuple((k, v) for k, v in self.config().items() if k != "lr")
+        return Form(self.name, self.lr, hyper)
+
+    def step(self, params, grads, *, run=None, steps=1):
+        """Update each array of ``params`` in place from ``grads``, and count it.
+
+        ``run``, from a step engine that runs this update itself (as its
+        :attr:`form` allows), replaces the update: it is called once and
+        applies ``steps`` updates to ``params``; its result is returned.
+        """
         if self.state is None:
             raise RuntimeError(f"{self!r}.init(params, ops) must be called before step()")
+        if run is not None:
+            out = run()
+            self.t += steps
+            return out
         self.t += 1
         for p, g, st in zip(params, grads, self.state):
             self._update(p, g, st)
-
-    def plain_sgd_lr(self):
-        """The learning rate when a step is exactly ``p -= lr * g`` (so a step
-        engine may fold it into the backward pass), else None."""
         return None
-
-    def advance(self, steps=1):
-        """Count ``steps`` updates that a step engine applied itself, with the
-        update folded into its kernel (see :meth:`plain_sgd_lr`)."""
-        if self.state is None:
-            raise RuntimeError(f"{self!r}.init(params, ops) must be called before advance()")
-        self.t += steps
 
     def state_arrays(self):
         """The state as a flat dict ``{"<i>.<slot>": array}``."""
@@ -139,9 +167,6 @@ class SGD(Optimizer):
 
     def _active_slots(self):
         return ("velocity",) if self.momentum else ()
-
-    def plain_sgd_lr(self):
-        return self.lr if not self.momentum and not self.weight_decay else None
 
     def _update(self, p, g, st):
         self.ops.sgd(p, g, st.get("velocity"), self.lr, self.momentum, self.nesterov,

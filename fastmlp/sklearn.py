@@ -43,6 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from fastmlp import optim
+from fastmlp.kernels.activations import ACTIVATIONS
 from fastmlp.model import MLP
 from fastmlp.train import DivergedError
 
@@ -54,8 +55,9 @@ except ImportError:                             # older: the estimator's own met
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
-                "tanh": "tanh", "relu": "relu"}
+# scikit-learn's activation names (and fastmlp's own) -> fastmlp's
+_ACTIVATIONS = {**{a.sklearn: a.name for a in ACTIVATIONS.values()},
+                **{a.name: a.name for a in ACTIVATIONS.values()}}
 _SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 _DTYPES = (None, "float32", "float64")
@@ -214,7 +216,7 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = np.inf
         self.n_layers_ = len(hidden) + 2
         self.n_outputs_ = self.model_.sizes[-1]
-        self.out_activation_ = self._out_activation
+        self.out_activation_ = self.model_.loss_fn.head.sklearn
 
     def _make_optimizer(self):
         # Plain SGD steps scale with the gradient's units; the adaptive ones do not. The
@@ -467,10 +469,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return z[:, 1] - z[:, 0]
         return z
 
-    @property
-    def _out_activation(self):
-        return "logistic" if self._multilabel else "softmax"
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
@@ -487,7 +485,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     is scikit-learn's half mean squared error."""
 
     _loss = "mse"
-    _out_activation = "identity"
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",

@@ -16,7 +16,6 @@
 Only the model's public attributes are read.
 """
 
-from fastmlp.losses import LOSSES
 
 __all__ = ["summary"]
 
@@ -36,7 +35,7 @@ def _rows(model):
     sizes = model.sizes
     n_layers = len(sizes) - 1
     wide = len(str(max(sizes[:-1])))
-    output = LOSSES[model.loss].output
+    output = model.loss_fn.head.name
     rows, counts = [], []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         hidden = i < n_layers - 1

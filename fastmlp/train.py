@@ -288,7 +288,7 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         bs = n if batch_size is None else min(batch_size, n)
         sample = (_load(model, train.x, 0, min(n, 256))        # what the engine choice reads
                   if isinstance(train.x, stream_.Stream) else train.x)
-        engine = model.engine_for(bs, opt, True, sample, fresh=True)
+        engine = model.engine_for(bs, sample=sample, fresh=True)
         previous, rate = model.optimizer, (opt.lr, opt.schedule)
         change()
         if not opt.is_for([model.params]):     # new, or last used on other arrays

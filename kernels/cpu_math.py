@@ -1,42 +1,43 @@
-"""The maths every compiled CPU loop shares, written once, and the fused
-passes built on it.
+"""The compiled CPU side of the op specs, and the fused passes built on it.
 
-``act(v, code)`` and ``act_grad(g, a, code)`` are the activations and their
-derivatives (from the layer's output ``a``, as the reference computes them),
-``softmax_xent`` the fused softmax + cross-entropy over rows. Each loop over
-a layer is written once, inlined (by Numba) into one branch per constant
-activation code, where LLVM inlines ``act`` and folds it to that
-activation's maths, so each branch vectorises. (Inlining ``act`` itself at
-Numba's level trips its SSA checks with warnings, and gains nothing.) The clamps
-are per dtype and equal to the reference's (``reference._sigmoid``): the
-sigmoid's argument is floored at -88 in float32 and -708 in float64, where
-``exp`` of its negation is still finite.
+``act(v, code)`` and ``act_grad(g, a, code)`` run the activation ``code``'s
+compiled maths (the ``cpu`` implementation of its spec in
+``activations.py``, derivative from the layer's output ``a``) on one scalar:
+a switch over every spec, generated from ``activations.ACTIVATIONS``, so
+adding an activation is one spec. Each loop over a layer is written once,
+inlined (by Numba) into one branch per constant activation code, where LLVM
+inlines ``act`` and folds it to that activation's maths, so each branch
+vectorises. (Inlining ``act`` itself at Numba's level trips its SSA checks
+with warnings, and gains nothing.) The sigmoid's floor per dtype is the
+spec's (``activations.FLOOR``). ``LOSS_KERNELS`` are the losses' compiled
+implementations (``losses.py``), ``softmax_xent`` the cross-entropy's.
 
 ``jit`` compiles with an on-disk cache when a cache location is writable
 (``NUMBA_CACHE_DIR`` is honoured) and without one otherwise (numba issue
 4908), instead of failing at import. Numba keys a cached function on its
-own file: after editing only this module (or ``vexp.py`` or ``blas.py``),
-clear ``NUMBA_CACHE_DIR`` or the callers keep their old machine code.
+own file: after editing only a module it inlines (``activations.py``,
+``losses.py``, ``vexp.py``, ``blas.py``), clear ``NUMBA_CACHE_DIR`` or the
+callers keep their old machine code.
 """
-
-import math
 
 import numba
 import numpy as np
 from numba.core import types
 from numba.extending import overload
 
-from .vexp import fast_exp
+from . import vexp  # noqa: F401  (registers fast_exp's compiled form)
+from .activations import ACTIVATIONS, FLOOR
+from .losses import LOSSES
 
 #: activation name -> the code the compiled loops take
-CODES = {"sigmoid": 0, "relu": 1, "tanh": 2, "identity": 3}
-SIGMOID, RELU, TANH, IDENTITY = 0, 1, 2, 3
+CODES = {a.name: a.code for a in ACTIVATIONS.values()}
+SIGMOID, RELU, TANH, IDENTITY = (CODES[n] for n in ("sigmoid", "relu", "tanh", "identity"))
 
 # LLVM may reorder sums and contract to FMA, but not assume away NaN or inf.
 FAST = {"reassoc", "contract", "nsz", "arcp"}
 
 #: the sigmoid's floor per dtype: exp(-floor) is finite there
-SIGMOID_FLOOR = {"float32": -88.0, "float64": -708.0}
+SIGMOID_FLOOR = FLOOR
 
 
 def jit(**options):
@@ -50,60 +51,46 @@ def jit(**options):
 
 
 def _consts(v):
-    """(dtype constructor, sigmoid floor) for a float scalar type."""
-    if v == types.float32:
-        return np.float32, np.float32(SIGMOID_FLOOR["float32"])
-    return np.float64, np.float64(SIGMOID_FLOOR["float64"])
+    """(zero, one, sigmoid floor) in the float type ``v``."""
+    f = np.float32 if v == types.float32 else np.float64
+    return f(0), f(1), f(FLOOR[np.dtype(f).name])
 
 
-# --- one scalar definition per activation and derivative --------------------------
+def _switch(fns, args, consts):
+    """``impl(*args, code)`` that returns ``fns[code](*args, *consts)``: an
+    if-chain over the codes, generated so that each branch is a direct call
+    that LLVM inlines and, for a constant code, folds away."""
+    names = {f"_f{i}": numba.njit(fn) for i, fn in enumerate(fns)}
+    names.update(zip(("_c0", "_c1", "_c2"), consts))
+    call = ", ".join(args + tuple(f"_c{i}" for i in range(len(consts))))
+    lines = [f"def impl({', '.join(args)}, code):"]
+    for i in range(len(fns) - 1):
+        lines += [f"    if code == {i}:", f"        return _f{i}({call})"]
+    lines.append(f"    return _f{len(fns) - 1}({call})")
+    exec("\n".join(lines), names)
+    return names["impl"]
+
 
 def act(v, code):
     """f(v) for the activation ``code``, in v's float type. The maths is the
-    overload below; a call from Python runs that compiled code too."""
+    spec's; a call from Python runs the compiled code too."""
     return _act_from_python(v, code)
 
 
 @overload(act)
 def _act(v, code):
-    f, floor = _consts(v)
-    one, zero = f(1), f(0)
-
-    def impl(v, code):
-        if code == SIGMOID:
-            r = one / (one + fast_exp(-max(v, floor)))
-        elif code == RELU:
-            r = max(v, zero)
-        elif code == TANH:
-            r = math.tanh(v)
-        else:
-            r = v
-        return r
-    return impl
+    return _switch([a.cpu[0] for a in ACTIVATIONS.values()], ("v",), _consts(v))
 
 
 def act_grad(g, a, code):
-    """g * f'(z), written from the output a = f(z). The maths is the overload
-    below; a call from Python runs that compiled code too."""
+    """g * f'(z), written from the output a = f(z). The maths is the spec's;
+    a call from Python runs the compiled code too."""
     return _act_grad_from_python(g, a, code)
 
 
 @overload(act_grad)
 def _act_grad(g, a, code):
-    f, _ = _consts(g)
-    one, zero = f(1), f(0)
-
-    def impl(g, a, code):
-        if code == SIGMOID:
-            r = g * (a * (one - a))
-        elif code == RELU:
-            r = g if a > zero else zero
-        elif code == TANH:
-            r = g * (one - a * a)
-        else:
-            r = g
-        return r
-    return impl
+    return _switch([s.cpu[1] for s in ACTIVATIONS.values()], ("g", "a"), _consts(g)[:2])
 
 
 @numba.njit
@@ -178,47 +165,10 @@ def colsum_add(d, step, gb):
             gb[j] += step * dd[i, j]
 
 
-@jit(fastmath=FAST)
-def softmax_xent(z, y, ids, w, d, scale, grad):
-    """Softmax + cross-entropy of the logits ``z`` (n, k) against dense
-    targets ``y`` (n, k): ``(loss sum, hits)``, hits counting rows whose
-    argmax equals ``ids`` (0 when ``ids`` is empty). Row s counts ``w[s]``
-    times, in the loss, the hits and the gradient (once when ``w`` is
-    empty). With ``grad``, (softmax(z) - y) * scale * w goes to ``d`` (n, k),
-    which may be ``z`` itself. One exp per logit (vectorised for float32);
-    log-sum-exp stable."""
-    n, k = z.shape
-    # below float32's normal range fast_exp clamps (to 1.2e-38): count such terms as 0,
-    # as NumPy's exp does; float64's exp underflows by itself
-    one, tail = z.dtype.type(1), z.dtype.type(-87.3 if z.itemsize == 4 else -1e308)
-    total, hits = 0.0, 0.0
-    for s in range(n):
-        zs, ys, ds = z[s], y[s], d[s]
-        ws = w[s] if w.size > 0 else one
-        best = 0
-        for j in range(1, k):
-            if zs[j] > zs[best]:
-                best = j
-        if ids.size > 0 and best == ids[s]:
-            hits += ws
-        top = zs[best]
-        dot, ysum = 0.0, 0.0
-        for j in range(k):                 # before d is written: d may be z
-            dot += ys[j] * (zs[j] - top)
-            ysum += ys[j]
-        acc = one - one
-        for j in range(k):
-            v = zs[j] - top
-            e = fast_exp(v) if v > tail else one - one
-            acc += e
-            if grad:
-                ds[j] = e
-        total += ws * (ysum * math.log(acc) - dot)
-        if grad:
-            inv, step = one / acc, scale * ws
-            for j in range(k):
-                ds[j] = (ds[j] * inv - ys[j]) * step
-    return total, hits
+#: loss name -> its compiled implementation, ``(z, y, ids, w, d, scale, grad) -> (loss
+#: sum, hits)`` (see ``losses.Loss.cpu``)
+LOSS_KERNELS = {f.name: jit(fastmath=FAST)(f.cpu) for f in LOSSES.values() if f.cpu is not None}
+softmax_xent = LOSS_KERNELS["cross_entropy"]
 
 
 # --- the scratch of the whole-step kernels ---------------------------------------------

@@ -2,54 +2,28 @@
 measurement fused into one Numba loop each, and the optimizer updates.
 
 ``CpuOps`` subclasses ``ReferenceOps``: an op it does not override, or a
-case it hands back with ``super()``, stays on the reference path. The tanh
-forward and the float64 sigmoid forward stay there on purpose: NumPy's SIMD
-``tanh`` and ``exp`` beat Numba's scalar libm calls. Every kernel here has its
+case it hands back with ``super()``, stays on the reference path. The maths
+is the specs' compiled implementations (``activations.py``, ``losses.py``,
+``updates.py``); which forward passes to fuse is the activation spec's
+``cpu_fused`` (the tanh forward and the float64 sigmoid forward stay on the
+reference path on purpose: NumPy's SIMD ``tanh`` and ``exp`` beat Numba's
+scalar libm calls), and a loss without a compiled implementation stays
+there too. Every kernel here has its
 reference twin, and the tests hold them equal. GEMMs stay in NumPy's BLAS.
 The whole-step kernels are elsewhere: ``cpu_gemm_step.py`` and
 ``cpu_row_step.py``, driven by the step engines.
 """
 
-import math
-
 import numpy as np
 
-from . import cpu_parallel
-from .cpu_math import CODES, act_grad_rows, bias_act_rows, colsum_add, jit, softmax_xent
+from . import activations, cpu_parallel, losses, updates
+from .cpu_math import LOSS_KERNELS, act_grad_rows, bias_act_rows, colsum_add, jit
 from .reference import ReferenceOps
 
 _NO_IDS = np.empty(0, np.int64)
 _NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
-
-
-@jit()
-def _sgd(p, g, v, lr, momentum, nesterov, weight_decay, has_v):
-    for i in range(p.size):
-        gi = g[i] + weight_decay * p[i]
-        if has_v:
-            vi = momentum * v[i] + gi
-            v[i] = vi
-            gi = gi + momentum * vi if nesterov else vi
-        p[i] -= lr * gi
-
-
-@jit()
-def _adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2):
-    one = p.dtype.type(1)
-    step = lr / bc1
-    inv_bc2 = one / bc2
-    decay = one - lr * weight_decay
-    for i in range(p.size):
-        gi = g[i]
-        if decoupled:
-            p[i] *= decay
-        else:
-            gi += weight_decay * p[i]
-        mi = beta1 * m[i] + (one - beta1) * gi
-        vi = beta2 * v[i] + (one - beta2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
+_sgd = jit()(updates.SGD.cpu)
+_adam = jit()(updates.ADAM.cpu)
 
 
 class CpuOps(ReferenceOps):
@@ -82,18 +56,19 @@ class CpuOps(ReferenceOps):
         return out
 
     def bias_act(self, activation, z, b):
-        if (activation not in ("relu", "sigmoid") or not z.flags.c_contiguous
-                or (activation == "sigmoid" and z.dtype != np.float32)):
-            return super().bias_act(activation, z, b)
+        spec = activations.get(activation)
+        if z.dtype.name not in spec.cpu_fused or not z.flags.c_contiguous:
+            return super().bias_act(spec, z, b)
         if b is None:
             b = np.zeros(z.shape[1], z.dtype)
-        bias_act_rows(z.reshape(-1), b, CODES[activation])
+        bias_act_rows(z.reshape(-1), b, spec.code)
         return z
 
     def act_grad(self, activation, da, a, db):
         if not (da.flags.c_contiguous and a.flags.c_contiguous):
             return super().act_grad(activation, da, a, db)
-        act_grad_rows(da.reshape(-1), a.reshape(-1), da.shape[1], CODES[activation],
+        act_grad_rows(da.reshape(-1), a.reshape(-1), da.shape[1],
+                      activations.get(activation).code,
                       db is not None, da.dtype.type(1), False, da[0] if db is None else db)
         return da
 
@@ -104,11 +79,12 @@ class CpuOps(ReferenceOps):
         colsum_add(dz.reshape(-1), dz.dtype.type(1), db)
 
     def loss(self, loss, z, y, scale=None, weights=None):
-        if loss != "cross_entropy" or not (z.flags.c_contiguous and y.flags.c_contiguous):
+        kernel = LOSS_KERNELS.get(losses.get(loss).name)
+        if kernel is None or not (z.flags.c_contiguous and y.flags.c_contiguous):
             return super().loss(loss, z, y, scale, weights)
         cast = z.dtype.type
         w = _NO_W[z.dtype] if weights is None else weights.astype(z.dtype, copy=False)
-        total, _ = softmax_xent(z, y.astype(z.dtype, copy=False), _NO_IDS, w, z,
+        total, _ = kernel(z, y.astype(z.dtype, copy=False), _NO_IDS, w, z,
                                 cast(0 if scale is None else scale), scale is not None)
         return total
 

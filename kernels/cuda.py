@@ -17,29 +17,33 @@ import os
 
 from numba import cuda
 
+from . import activations, losses
+from .activations import FLOOR
 from .reference import ReferenceOps
 
 _SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 _THREADS = 256
-_ACT = {"sigmoid": 0, "relu": 1, "tanh": 2}
+# the activations these kernels implement, by the specs' codes (identity: the reference)
+_ACT = {a.name: a.code for a in (activations.SIGMOID, activations.RELU, activations.TANH)}
+_SIGMOID, _RELU, _TANH = (_ACT[n] for n in ("sigmoid", "relu", "tanh"))
 
 
 def _sigs(template):
     return [template.format(t=t) for t in ("float32", "float64")]
 
 
-@cuda.jit(_sigs("void({t}[:, ::1], {t}[::1], int32)"))
-def _bias_act(z, b, act):
+@cuda.jit(_sigs("void({t}[:, ::1], {t}[::1], int32, {t})"))
+def _bias_act(z, b, act, floor):
     k = cuda.grid(1)
     n, m = z.shape
     if k < n * m:
         i, j = k // m, k % m
         v = z[i, j] + b[j]
-        if act == 0:
-            v = 1 / (1 + math.exp(-max(v, -88.0)))
-        elif act == 1:
+        if act == _SIGMOID:
+            v = 1 / (1 + math.exp(-max(v, floor)))
+        elif act == _RELU:
             v = max(v, 0)
-        elif act == 2:
+        elif act == _TANH:
             v = math.tanh(v)
         z[i, j] = v
 
@@ -55,11 +59,11 @@ def _act_grad_colsum(da, a, db, act, sums):
         for i in range(n):
             g = da[i, j]
             av = a[i, j]
-            if act == 0:
+            if act == _SIGMOID:
                 g *= av * (1 - av)
-            elif act == 1:
+            elif act == _RELU:
                 g = g if av > 0 else 0
-            elif act == 2:
+            elif act == _TANH:
                 g *= 1 - av * av
             da[i, j] = g
             total += g
@@ -139,21 +143,22 @@ class CudaOps(ReferenceOps):
         return kernel[_blocks(n), _THREADS, stream]
 
     def bias_act(self, activation, z, b):
-        if activation not in _ACT or b is None:
-            return super().bias_act(activation, z, b)
-        self._launch(_bias_act, z.size)(z, b, _ACT[activation])
+        spec = activations.get(activation)
+        if spec.name not in _ACT or b is None:
+            return super().bias_act(spec, z, b)
+        self._launch(_bias_act, z.size)(z, b, spec.code, z.dtype.type(FLOOR[z.dtype.name]))
         return z
 
     def act_grad(self, activation, da, a, db):
-        if activation not in _ACT:
-            return super().act_grad(activation, da, a, db)
+        spec = activations.get(activation)
+        if spec.name not in _ACT:
+            return super().act_grad(spec, da, a, db)
         self._launch(_act_grad_colsum, da.shape[1])(
-            da, a, self._unused(da.dtype) if db is None else db, _ACT[activation],
-            db is not None)
+            da, a, self._unused(da.dtype) if db is None else db, spec.code, db is not None)
         return da
 
     def loss(self, loss, z, y, scale=None, weights=None):
-        if loss != "cross_entropy" or weights is not None:
+        if losses.get(loss) is not losses.CROSS_ENTROPY or weights is not None:
             return super().loss(loss, z, y, scale, weights)
         row_loss = self.xp.empty(z.shape[0], dtype=z.dtype)
         t = z.dtype.type

@@ -1,8 +1,12 @@
-"""Plain array-module ops: the ground truth every fused kernel is tested against.
+"""The op table in plain array-module calls: the ground truth every fused
+kernel is tested against.
 
-Each op is written once against ``xp`` (NumPy or CuPy) and works on both. The
-op table is an ``ReferenceOps(xp)`` instance; faster tables (Numba on the CPU,
-numba.cuda on the GPU) offer the same methods with the same in-place contract.
+The maths of each op is declared once, in its spec (``activations.py``,
+``losses.py``, ``updates.py``), as plain ``xp`` code that works on NumPy and
+CuPy; this table dispatches to those reference implementations. Faster
+tables (Numba on the CPU, numba.cuda on the GPU) subclass it and offer the
+same methods with the same in-place contract, using the specs' compiled
+implementations where they win.
 
 Conventions, for every op here and in its fused twins:
 - activations are applied in place: ``bias_act`` turns Z = A_prev @ W into
@@ -19,109 +23,9 @@ Conventions, for every op here and in its fused twins:
 Nothing here imports fastmlp: kernels are leaves.
 """
 
-
-# --- hidden activations: forward in place, derivative from the output -------
-
-def _sigmoid(xp, z):
-    # 1 / (1 + exp(-z)) keeps full relative precision in both tails; the floor
-    # keeps exp(-z) finite (sigmoid is below the smallest normal float there).
-    xp.maximum(z, -88.0 if z.dtype.itemsize == 4 else -708.0, out=z)
-    xp.negative(z, out=z)
-    xp.exp(z, out=z)
-    z += 1
-    xp.reciprocal(z, out=z)
-
-
-def _sigmoid_grad(xp, da, a):
-    da *= a * (1 - a)
-
-
-def _relu(xp, z):
-    xp.maximum(z, 0, out=z)
-
-
-def _relu_grad(xp, da, a):
-    da *= a > 0
-
-
-def _tanh(xp, z):
-    xp.tanh(z, out=z)
-
-
-def _tanh_grad(xp, da, a):
-    da *= 1 - a * a
-
-
-def _identity(xp, z):
-    pass
-
-
-def _identity_grad(xp, da, a):
-    pass
-
-
-ACTIVATIONS = {
-    "sigmoid": (_sigmoid, _sigmoid_grad),
-    "relu": (_relu, _relu_grad),
-    "tanh": (_tanh, _tanh_grad),
-    "identity": (_identity, _identity_grad),
-}
-
-
-# --- output losses: per-element losses, gradient times scale in place --------
-
-def _log_softmax(xp, z):
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _cross_entropy(xp, z, y, scale):
-    logp = _log_softmax(xp, z)
-    loss = -(y * logp)
-    if scale is not None:
-        xp.exp(logp, out=z)          # P = softmax(z)
-        z -= y
-        z *= scale                   # (P - Y) * scale
-    return loss
-
-
-def _binary_cross_entropy(xp, z, y, scale):
-    # log(1 + exp(-|z|)) is the stable form of the softplus tail.
-    loss = xp.maximum(z, 0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
-    if scale is not None:
-        _sigmoid(xp, z)
-        z -= y
-        z *= scale
-    return loss
-
-
-def _mse(xp, z, y, scale):
-    d = z - y
-    loss = d * d
-    if scale is not None:
-        xp.multiply(d, 2 * scale, out=z)
-    return loss
-
-
-def _l1(xp, z, y, scale):
-    d = z - y
-    loss = xp.abs(d)
-    if scale is not None:
-        xp.sign(d, out=z)
-        z *= scale
-    return loss
-
-
-def _softmax(xp, z):
-    xp.exp(_log_softmax(xp, z), out=z)
-
-
-LOSSES = {
-    "cross_entropy": (_cross_entropy, _softmax),
-    "binary_cross_entropy": (_binary_cross_entropy, _sigmoid),
-    "mse": (_mse, _identity),
-    "l1": (_l1, _identity),
-}
+from . import activations as _activations
+from . import losses as _losses
+from . import updates as _updates
 
 
 class ReferenceOps:
@@ -140,15 +44,16 @@ class ReferenceOps:
 
     # layers
     def bias_act(self, activation, z, b):
-        """A = f(Z + b), in place in ``z`` (N, n_out); ``b`` may be None."""
+        """A = f(Z + b), in place in ``z`` (N, n_out); ``b`` may be None.
+        ``activation`` is a spec (``kernels.activations``) or its name."""
         if b is not None:
             z += b
-        ACTIVATIONS[activation][0](self.xp, z)
+        _activations.get(activation).forward(self.xp, z)
         return z
 
     def act_grad(self, activation, da, a, db):
         """dZ = dA * f'(A), in place in ``da``; the column sums go to ``db``."""
-        ACTIVATIONS[activation][1](self.xp, da, a)
+        _activations.get(activation).grad(self.xp, da, a)
         if db is not None:
             self.xp.sum(da, axis=0, out=db)
         return da
@@ -166,12 +71,7 @@ class ReferenceOps:
         (for cross-entropy that is the fused ``(softmax(Z) - Y) * scale``),
         each row times its weight.
         """
-        terms = LOSSES[loss][0](self.xp, z, y, scale)
-        if weights is None:
-            return terms.sum()
-        if scale is not None:
-            z *= weights[:, None]
-        return (terms.sum(axis=1) * weights).sum()
+        return _losses.get(loss).value(self.xp, z, y, scale, weights)
 
     def take_rows(self, a, idx, out):
         """Rows ``idx`` of ``a`` into ``out``, of the same dtype (callers pass
@@ -184,45 +84,25 @@ class ReferenceOps:
         return self.xp.multiply(self.xp.take(a, idx, axis=0), out.dtype.type(scale), out=out)
 
     def output(self, loss, z):
-        """The output activation that belongs to ``loss``, in place in ``z``."""
-        LOSSES[loss][1](self.xp, z)
+        """The output head's probabilities (or values) of ``loss``, in place in ``z``."""
+        _losses.get(loss).head.apply(self.xp, z)
         return z
 
     # optimizer updates: one parameter array, its gradient and state, in place
+    # (the maths: ``kernels/updates.py``)
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
         """SGD with L2 weight decay and (Nesterov) momentum; ``v`` may be None."""
-        if weight_decay:
-            g = g + weight_decay * p
-        if v is not None:
-            v *= momentum
-            v += g
-            g = g + momentum * v if nesterov else v
-        p -= lr * g
+        _updates.SGD.reference(self.xp, p, g, v, lr, momentum, nesterov, weight_decay)
 
     def adagrad(self, p, g, s, lr, eps, weight_decay):
         """AdaGrad: s += g^2; p -= lr * g / (sqrt(s) + eps)."""
-        if weight_decay:
-            g = g + weight_decay * p
-        s += g * g
-        p -= lr * g / (self.xp.sqrt(s) + eps)
+        _updates.ADAGRAD.reference(self.xp, p, g, s, lr, eps, weight_decay)
 
     def rmsprop(self, p, g, s, lr, alpha, eps, weight_decay):
         """RMSprop: s = alpha s + (1 - alpha) g^2; p -= lr * g / (sqrt(s) + eps)."""
-        if weight_decay:
-            g = g + weight_decay * p
-        s *= alpha
-        s += (1 - alpha) * g * g
-        p -= lr * g / (self.xp.sqrt(s) + eps)
+        _updates.RMSPROP.reference(self.xp, p, g, s, lr, alpha, eps, weight_decay)
 
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
         """Adam (L2 decay) or AdamW (``decoupled`` decay) at step ``t`` >= 1."""
-        if weight_decay and decoupled:
-            p *= 1 - lr * weight_decay
-        elif weight_decay:
-            g = g + weight_decay * p
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * g * g
-        step = lr / (1 - beta1 ** t)
-        p -= step * m / (self.xp.sqrt(v / (1 - beta2 ** t)) + eps)
+        _updates.ADAM.reference(self.xp, p, g, m, v, lr, beta1, beta2, eps, weight_decay,
+                                decoupled, t)

@@ -24,6 +24,8 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
+from .scalar import fast_exp
+
 
 @intrinsic
 def _f32_from_bits(typingctx, bits):
@@ -31,11 +33,6 @@ def _f32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
-
-
-def fast_exp(x):
-    """e**x; compiled through the overload below."""
-    return math.exp(x)
 
 
 @overload(fast_exp, inline="always")

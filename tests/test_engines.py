@@ -133,7 +133,7 @@ def test_gradients_in_the_float64_tails_are_exact_on_every_engine():
     ref.gradient(data.x, data.y)
     names = ["cpu-rows"] + (["cpu-gemm"] if HAS_BLAS else [])
     for name in names:
-        engine, _ = engines.create(model, 1, name=name)
+        engine, _ = engines.create(model.net, model.buffers, 1, name=name)
         model.grads[...] = 0
         engine.grad(data.x, data.y)
         np.testing.assert_allclose(model.grads, ref.grads, rtol=1e-10, atol=0, err_msg=name)
@@ -216,13 +216,13 @@ def test_the_engine_choice_is_kept_and_made_afresh_where_it_must_be(blobs):
     model = fm.MLP([4, 8, 3], seed=0, device="cpu")
     data = model.prepare(x, y)
     opt = fm.optim.SGD(lr=0.1)
-    first = model.engine_for(16, opt)
-    assert model.engine_for(16, opt) is first                 # kept per model and key
-    assert model.engine_for(16, opt, fresh=True) is not first
-    other = fm.optim.SGD(lr=0.1, momentum=0.9)                # another optimizer: its own engine
-    assert model.engine_for(16, other).case.optimizer is other
-    assert model.engine_for(16, opt).case.optimizer is opt
-    model.train_step(data.x[:16], data.y[:16], opt)
+    first = model.engine_for(16)
+    assert model.engine_for(16) is first                      # kept per model and key
+    assert model.engine_for(16, fresh=True) is not first
+    assert model.engine_for(16, train=False) is not model.engine_for(16)
+    model.train_step(data.x[:16], data.y[:16], opt)           # any optimizer runs on it
+    assert model.engine_for(16) is model.engine_for(16)
+    model.train_step(data.x[:16], data.y[:16], fm.optim.SGD(lr=0.1, momentum=0.9))
     assert model.step_path.engine == ("cpu-gemm" if HAS_BLAS else "layer")
 
 
@@ -263,7 +263,7 @@ def test_a_big_scratch_block_is_not_kept(monkeypatch, limit, kept):
     x, y = _data(8, sparse=False)
     model = _model()
     model.fit(x, y, epochs=1, batch_size=None, optimizer="sgd", lr=0.1)
-    engine = model.engine_for(8, model.optimizer)
+    engine = model.engine_for(8)
     assert model.step_path.engine == "cpu-gemm"
     assert (engine.scratch_nbytes > 0) == kept
 

@@ -67,11 +67,11 @@ def test_dropout_only_while_training(device):
     model = fm.MLP([50, 400, 3], dropout=0.5, seed=0, device=device)
     x = model.backend.asarray(np.ones((8, 50), np.float32))
     np.testing.assert_array_equal(model.predict_proba(x), model.predict_proba(x))
-    ins, outs, keeps = forward(model, x, model.dropout_rng)
+    ins, outs, keeps = forward(model.net, model.buffers, x, model.dropout_rng)
     kept = model.backend.to_numpy(keeps[0])
     assert set(np.unique(kept)) == {0.0, 2.0}             # inverted: survivors scaled by 1/(1-p)
     assert 0.4 < (kept > 0).mean() < 0.6
-    _, _, keeps = forward(model, x)
+    _, _, keeps = forward(model.net, model.buffers, x)
     assert keeps == [None]
 
 

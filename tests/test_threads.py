@@ -39,7 +39,7 @@ def _batch(model, weighted, rows=ROWS):
 
 
 def _args(model, data, lr):
-    engine = engines.create(model, ROWS, fm.optim.SGD(lr=max(lr, 1e-3)), name="cpu-gemm")[0]
+    engine = engines.create(model.net, model.buffers, ROWS, name="cpu-gemm")[0]
     args = list(engine._args(data.x, data.y, data.targets, data.weights, lr))
     args[12] = np.zeros(cpu_threaded_step.threaded_layout(engine._sizes, ROWS)[-1] +
                         args[12].size, model.dtype)

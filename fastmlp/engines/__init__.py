@@ -50,37 +50,37 @@ def check_name(name):
     return name
 
 
-def create(model, batch_size, optimizer=None, train=True, sample=None, name="auto"):
-    """The engine for ``model`` at ``batch_size`` and the :class:`StepPath`
-    saying why: ``(engine, path)``.
+def create(net, bufs, batch_size, train=True, sample=None, name="auto"):
+    """The engine for the network ``net`` (a :class:`fastmlp.net.Net`) on the
+    buffers ``bufs`` (a :class:`fastmlp.net.Buffers`) at ``batch_size``, and
+    the :class:`StepPath` saying why: ``(engine, path)``.
 
-    ``optimizer`` is the one the steps will use (None: gradients only),
-    ``train`` whether dropout applies, and ``sample`` the prepared inputs the
-    steps will see (or some of them), from which the share of non-zero
-    inputs is measured for a batch of one. ``name`` asks for one engine;
-    ValueError says why when it cannot run this case.
+    ``train`` says whether dropout applies, and ``sample`` holds the
+    prepared inputs the steps will see (or some of them), from which the
+    share of non-zero inputs is measured for a batch of one. ``name`` asks
+    for one engine; ValueError says why when it cannot run this case.
     """
     check_name(name)
     # the share of non-zero inputs only says which engine is faster: a named one runs anyway
     choosing = name == "auto" and batch_size == 1 and sample is not None
-    density = _density(model, sample) if choosing else None
-    case = Case(batch_size, train, optimizer, density)
+    density = _density(bufs.backend.xp, sample) if choosing else None
+    case = Case(batch_size, train, density)
     declined = {}
     for cls in ENGINES:
         if name != "auto" and cls.name != name:
             continue
-        why = cls.declines(model, case)
+        why = cls.declines(net, bufs, case)
         if why is None:
             path = StepPath(cls.name, cls.summary, declined)
-            log.debug("fastmlp step engine for %s at batch size %d%s: %s", model, batch_size,
-                      "" if train else " (no dropout)", path)
-            return cls(model, case), path
+            log.debug("fastmlp step engine for %s at batch size %d%s: %s", list(net.sizes),
+                      batch_size, "" if train else " (no dropout)", path)
+            return cls(net, bufs, case), path
         declined[cls.name] = why
     raise ValueError(f"engine {name!r} cannot run this model at batch size {batch_size}: "
                      f"{declined[name]}; pass engine='auto' to let fastmlp choose")
 
 
-def _density(model, x):
+def _density(xp, x):
     """The share of non-zero entries in up to 256 rows spread over ``x``."""
     rows = x[::max(1, x.shape[0] // _SAMPLE_ROWS)][:_SAMPLE_ROWS]
-    return float(model.backend.xp.count_nonzero(rows)) / max(1, rows.size)
+    return float(xp.count_nonzero(rows)) / max(1, rows.size)

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Case:
     """What an engine is chosen for: batches of ``batch_size`` rows, with
-    dropout (``train``) or without, updated by ``optimizer`` (None: gradients
-    only), on inputs of which ``density`` (a fraction, when it was measured)
-    are non-zero."""
+    dropout (``train``) or without, on inputs of which ``density`` (a
+    fraction, when it was measured) are non-zero. The optimizer is not part
+    of it: an engine looks at each step's optimizer's declared form
+    (``optimizer.form``) and decides then whether to run its update itself."""
 
     batch_size: int
     train: bool = True
-    optimizer: object = field(default=None, compare=False)
     density: float = None
 
 
@@ -42,11 +42,13 @@ class Engine(ABC):
     when it wins (``summary``), says which cases it cannot run
     (:meth:`declines`), owns whatever scratch it needs (per model: never
     shared between models), and computes gradients (:meth:`grad`). It may
-    fuse the optimizer's update into the step (:meth:`train_step`) and run
-    a whole epoch in one call (:meth:`train_epoch`). Engines read and write
-    the model only through its public attributes (``params``, ``grads``,
-    ``layout``, ``weights``, ``ops``, ``backend``, ``loss_fn``, ...).
-    ``case.optimizer`` is the optimizer instance the engine was chosen for.
+    run the optimizer's update itself where the optimizer's declared form
+    allows (:meth:`train_step`, through ``optimizer.step(..., run=...)``,
+    which counts the step), and a whole epoch in one call
+    (:meth:`train_epoch`). An engine is built from the immutable
+    description of the network (``net``, a :class:`fastmlp.net.Net`) and
+    the buffers it may touch (``bufs``, a :class:`fastmlp.net.Buffers`),
+    never from the model.
 
     Every method takes device arrays as :meth:`fastmlp.MLP.prepare` makes
     them: ``x`` (n, n_in), dense targets ``y`` (n, K) in the model's dtype,
@@ -61,13 +63,14 @@ class Engine(ABC):
     summary = ""
 
     @classmethod
-    def declines(cls, model, case):
-        """Why this engine cannot run ``case`` for ``model`` (a short
-        sentence), or None when it can."""
+    def declines(cls, net, bufs, case):
+        """Why this engine cannot run ``case`` for the network ``net`` on
+        ``bufs`` (a short sentence), or None when it can."""
         return None
 
-    def __init__(self, model, case):
-        self.model = model
+    def __init__(self, net, bufs, case):
+        self.net = net
+        self.bufs = bufs
         self.case = case
 
     def __repr__(self):
@@ -86,12 +89,12 @@ class Engine(ABC):
     @abstractmethod
     def grad(self, x, y, targets=None, weights=None):
         """Forward and backward on one batch: ``(loss, hits)``; the gradient
-        of the reduced loss lands in ``model.grads``."""
+        of the reduced loss lands in ``bufs.grads``."""
 
     def train_step(self, x, y, targets, optimizer, weights=None):
         """One step: gradients, then ``optimizer``'s update. ``(loss, hits)``."""
         loss, hits = self.grad(x, y, targets, weights)
-        optimizer.step([self.model.params], [self.model.grads])
+        optimizer.step([self.bufs.params], [self.bufs.grads])
         return loss, hits
 
     def train_epoch(self, x, y, targets, order, optimizer, weights=None):

@@ -16,14 +16,14 @@ class GemmStepEngine(CpuStepEngine):
     summary = "one compiled call per step, NumPy's BLAS GEMMs between fused passes"
 
     @classmethod
-    def declines(cls, model, case):
-        why = super().declines(model, case)
+    def declines(cls, net, bufs, case):
+        why = super().declines(net, bufs, case)
         if why is None and not cpu_step.blas_gemm().size:
             why = "NumPy bundles no CBLAS that fastmlp can call here"
         return why
 
-    def __init__(self, model, case):
-        super().__init__(model, case)
+    def __init__(self, net, bufs, case):
+        super().__init__(net, bufs, case)
         from fastmlp.kernels import cpu_gemm_step as k
         from fastmlp.kernels import cpu_parallel, cpu_threaded_step
         self._step = functools.partial(k.gemm_step, cpu_step.blas_gemm())

@@ -15,8 +15,8 @@ class RowLoopEngine(CpuStepEngine):
     summary = "one compiled call per sample, loops that skip zero inputs"
 
     @classmethod
-    def declines(cls, model, case):
-        why = super().declines(model, case)
+    def declines(cls, net, bufs, case):
+        why = super().declines(net, bufs, case)
         if why is not None:
             return why
         if case.batch_size != 1:
@@ -26,7 +26,7 @@ class RowLoopEngine(CpuStepEngine):
                     f"from {SPARSE:.0%}")
         return None
 
-    def __init__(self, model, case):
-        super().__init__(model, case)
+    def __init__(self, net, bufs, case):
+        super().__init__(net, bufs, case)
         from fastmlp.kernels import cpu_row_step as k
         self._step, self._epoch = k.row_step, k.row_sgd_epoch

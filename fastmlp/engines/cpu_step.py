@@ -4,6 +4,7 @@ arguments, their scratch, the plain-SGD fold and the per-sample epoch."""
 import numpy as np
 
 from fastmlp.engines.base import Engine
+from fastmlp.kernels.losses import CROSS_ENTROPY
 
 _NO_IDS = np.empty(0, np.int64)
 _NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
@@ -25,24 +26,24 @@ class CpuStepEngine(Engine):
     ``_epoch`` to their kernels (bound to any leading arguments)."""
 
     @classmethod
-    def declines(cls, model, case):
-        if model.backend.kind != "cpu":
-            return f"compiled for the CPU; the model is on {model.backend.name}"
-        if model.ops.name != "cpu":
-            return (f"goes with the fused CPU kernels; the model uses the {model.ops.name!r} "
-                    f"op table (kernels={model.kernels!r})")
-        if model.loss != "cross_entropy":
-            return f"fuses softmax + cross-entropy; the loss is {model.loss!r}"
-        if case.train and any(model.dropout):
+    def declines(cls, net, bufs, case):
+        if bufs.backend.kind != "cpu":
+            return f"compiled for the CPU; the model is on {bufs.backend.name}"
+        if bufs.ops.name != "cpu":
+            return (f"goes with the fused CPU kernels; the model uses the {bufs.ops.name!r} "
+                    "op table")
+        if net.loss is not CROSS_ENTROPY:
+            return f"fuses softmax + cross-entropy; the loss is {net.loss.name!r}"
+        if case.train and any(net.dropout):
             return "draws no dropout masks; the model has dropout"
         return None
 
-    def __init__(self, model, case):
-        super().__init__(model, case)
-        from fastmlp.kernels.cpu_math import CODES, scratch_layout
+    def __init__(self, net, bufs, case):
+        super().__init__(net, bufs, case)
+        from fastmlp.kernels.cpu_math import scratch_layout
         # own writable copies: Numba types read-only arrays on a slow path (~1 us a call)
-        self._sizes, self._w_at, self._b_at = (a.copy() for a in model.layout.arrays())
-        self._code = CODES[model.activation]
+        self._sizes, self._w_at, self._b_at = (a.copy() for a in net.layout.arrays())
+        self._code = net.activation.code
         self._layout = scratch_layout
         self._work, self._rows = None, 0
         self._scales = {}              # rows -> loss scale, as a Python float
@@ -60,46 +61,59 @@ class CpuStepEngine(Engine):
         if n <= self._rows:
             return self._work
         size = self._scratch_size(n)
-        work = np.zeros(size, self.model.dtype)     # zeros: the front block is the zero bias
+        work = np.zeros(size, self.net.dtype)     # zeros: the front block is the zero bias
         if size <= KEEP_SCRATCH:
             self._work, self._rows = work, n
         return work
 
     def _args(self, x, y, targets, weights, lr, n=None):
         """The kernels' arguments for steps of ``n`` rows (all of ``x``'s by default)."""
-        m = self.model
+        net, bufs = self.net, self.bufs
         n = x.shape[0] if n is None else n
         if weights is None:
-            scale, w = self._scales.get(n), _NO_W[m.dtype]
+            scale, w = self._scales.get(n), _NO_W[net.dtype]
             if scale is None:
-                scale = self._scales[n] = float(m.loss_fn.scale(m.reduction, n, m.sizes[-1]))
+                scale = self._scales[n] = float(net.loss_scale(n))
         else:
             w = np.ascontiguousarray(weights)
-            scale = float(m.loss_fn.scale(m.reduction, float(w.sum()), m.sizes[-1]))
+            scale = float(net.loss_scale(float(w.sum())))
         return (np.ascontiguousarray(x), np.ascontiguousarray(y),
-                _NO_IDS if targets is None else targets, w, m.params, m.grads, self._sizes,
-                self._w_at, self._b_at, m.bias, self._code, scale, self._scratch(n), float(lr))
+                _NO_IDS if targets is None else targets, w, bufs.params, bufs.grads, self._sizes,
+                self._w_at, self._b_at, net.bias, self._code, scale, self._scratch(n), float(lr))
 
     def grad(self, x, y, targets=None, weights=None):
         total, hits = self._step(*self._args(x, y, targets, weights, 0.0))
         return total, (hits if targets is not None else None)
 
     def train_step(self, x, y, targets, optimizer, weights=None):
-        lr = optimizer.plain_sgd_lr()
+        lr = _folded_lr(optimizer.form)
         if lr is None:
             return super().train_step(x, y, targets, optimizer, weights)
-        total, hits = self._step(*self._args(x, y, targets, weights, lr))   # update folded in
-        optimizer.advance()
-        return total, (hits if targets is not None else None)
+
+        def step():                      # the update folded into the weight-gradient GEMMs
+            total, hits = self._step(*self._args(x, y, targets, weights, lr))
+            return total, (hits if targets is not None else None)
+        return optimizer.step([self.bufs.params], None, run=step)
 
     def train_epoch(self, x, y, targets, order, optimizer, weights=None):
-        lr = optimizer.plain_sgd_lr()
+        lr = _folded_lr(optimizer.form)
         # with weights, a mean over one sample divides by that sample's weight: the step loop
         if lr is None or self.case.batch_size != 1 or weights is not None \
-                or x.dtype != self.model.dtype:      # compact inputs: the step loop casts them
+                or x.dtype != self.net.dtype:        # compact inputs: the step loop casts them
             return None
         x, y, ids, _, *rest = self._args(x, y, targets, None, lr, n=1)
         order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
-        total, hits = self._epoch(x, y, ids, order, *rest)
-        optimizer.advance(x.shape[0])
-        return total, (hits if targets is not None else None)
+
+        def epoch():
+            total, hits = self._epoch(x, y, ids, order, *rest)
+            return total, (hits if targets is not None else None)
+        return optimizer.step([self.bufs.params], None, run=epoch, steps=x.shape[0])
+
+
+def _folded_lr(form):
+    """The learning rate where ``form`` (an optimizer's declared update) is
+    plain ``p -= lr * g``, which these kernels fold into their weight-gradient
+    GEMMs (``beta = 1``); else None, and the optimizer runs its own update."""
+    if form.kind == "sgd" and not form.get("momentum") and not form.get("weight_decay"):
+        return form.lr
+    return None

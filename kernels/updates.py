@@ -1,0 +1,115 @@
+"""Optimizer updates: each declared once, with every implementation of its maths.
+
+An :class:`Update` spec holds, for one optimizer's update of one parameter
+array from its gradient and state (in place):
+
+- ``reference``: plain ``xp`` calls (NumPy or CuPy), the ground truth;
+- ``cpu``: a loop over the flat arrays, plain Python that Numba compiles
+  (``cpu_ops.py``); None where the reference is used;
+- ``device``: the GPU implementation (a slot: filled by the Warp kernels).
+
+The op tables (``ops.sgd``, ``ops.adam``, ...) dispatch to these; the
+optimizers (``fastmlp.optim``) own the state and the step count. A step
+engine may run plain SGD itself, folded into its weight-gradient product
+(``p -= lr * g`` as ``beta = 1``); that is its own implementation of
+:data:`SGD` without momentum or decay. Kernels are leaves: nothing here
+imports fastmlp (or Numba).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Update:
+    """One optimizer update: its state ``slots`` and its maths per implementation."""
+
+    name: str
+    slots: tuple
+    reference: Callable
+    cpu: Optional[Callable] = None
+    device: Optional[Callable] = None
+
+    def __repr__(self):
+        return f"<update {self.name}>"
+
+
+def _sgd(xp, p, g, v, lr, momentum, nesterov, weight_decay):
+    """SGD with L2 weight decay and (Nesterov) momentum; ``v`` may be None."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if v is not None:
+        v *= momentum
+        v += g
+        g = g + momentum * v if nesterov else v
+    p -= lr * g
+
+
+def _sgd_cpu(p, g, v, lr, momentum, nesterov, weight_decay, has_v):
+    for i in range(p.size):
+        gi = g[i] + weight_decay * p[i]
+        if has_v:
+            vi = momentum * v[i] + gi
+            v[i] = vi
+            gi = gi + momentum * vi if nesterov else vi
+        p[i] -= lr * gi
+
+
+def _adagrad(xp, p, g, s, lr, eps, weight_decay):
+    """AdaGrad: s += g^2; p -= lr * g / (sqrt(s) + eps)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    s += g * g
+    p -= lr * g / (xp.sqrt(s) + eps)
+
+
+def _rmsprop(xp, p, g, s, lr, alpha, eps, weight_decay):
+    """RMSprop: s = alpha s + (1 - alpha) g^2; p -= lr * g / (sqrt(s) + eps)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    s *= alpha
+    s += (1 - alpha) * g * g
+    p -= lr * g / (xp.sqrt(s) + eps)
+
+
+def _adam(xp, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
+    """Adam (L2 decay) or AdamW (``decoupled`` decay) at step ``t`` >= 1."""
+    if weight_decay and decoupled:
+        p *= 1 - lr * weight_decay
+    elif weight_decay:
+        g = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    step = lr / (1 - beta1 ** t)
+    p -= step * m / (xp.sqrt(v / (1 - beta2 ** t)) + eps)
+
+
+def _adam_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2):
+    # bc1, bc2: the bias corrections 1 - beta ** t, computed once per step by the caller
+    one = p.dtype.type(1)
+    step = lr / bc1
+    inv_bc2 = one / bc2
+    decay = one - lr * weight_decay
+    for i in range(p.size):
+        gi = g[i]
+        if decoupled:
+            p[i] *= decay
+        else:
+            gi += weight_decay * p[i]
+        mi = beta1 * m[i] + (one - beta1) * gi
+        vi = beta2 * v[i] + (one - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
+
+
+SGD = Update("sgd", ("velocity",), _sgd, cpu=_sgd_cpu)
+ADAGRAD = Update("adagrad", ("sum_sq",), _adagrad)
+RMSPROP = Update("rmsprop", ("mean_sq",), _rmsprop)
+ADAM = Update("adam", ("m", "v"), _adam, cpu=_adam_cpu)
+
+#: every update by name
+UPDATES = {u.name: u for u in (SGD, ADAGRAD, RMSPROP, ADAM)}
