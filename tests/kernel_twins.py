@@ -13,11 +13,11 @@ TOL = {"float64": 1e-10, "float32": 1e-5}
 DTYPES = ["float32", "float64"]
 
 
-def close(a, b, dtype, floor=True):
+def close(a, b, dtype, floor=True, err_msg=""):
     """Assert ``a`` equals the reference ``b`` within the twin tolerance
     (relative only with ``floor=False``)."""
     scale = float(np.max(np.abs(b))) if np.size(b) and floor else 0.0
-    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+    np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype] * scale, err_msg=err_msg)
 
 
 def random(shape, dtype, seed=0, scale=3.0):
