@@ -14,7 +14,9 @@ for classifiers, values for regression). Any function
 ``fn(y_true, y_pred) -> number`` is a metric too, named after the function:
 ``y_true`` the dense targets (N, K), ``y_pred`` the outputs (N, K), both on
 the model's device; it returns a per-sample array (N,) to be averaged (with
-sample weights when given) or a number. Sample weights weight every built-in.
+sample weights when given) or a number (any other shape is refused). ``fit``
+tries every metric on a few rows before training, so one that cannot work
+fails before the model changes. Sample weights weight every built-in.
 """
 
 from abc import ABC, abstractmethod

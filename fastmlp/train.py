@@ -230,15 +230,19 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         metrics: names ("accuracy", "top_k_accuracy", "mae", "mse"),
             :class:`fastmlp.metrics.Metric` instances or functions
             ``fn(y_true, y_pred)``, logged as ``train_<name>`` and
-            ``val_<name>`` each epoch; see :mod:`fastmlp.metrics`.
+            ``val_<name>`` each epoch; see :mod:`fastmlp.metrics`. Each is
+            tried on the first rows before training, so a function that
+            cannot work raises before the model changes.
         initial_epoch: epochs already done (after ``fastmlp.load``, say):
             the first epoch run is numbered ``initial_epoch + 1``, and
             schedules continue from there; ``epochs`` more are run. Default:
             where ``history`` ends, else 0.
         history: a :class:`History` to extend (and return) instead of a new one.
 
-    Every argument is checked before the model changes: a bad one raises
-    ValueError or TypeError and leaves the model as it was.
+    Every argument is checked before the model changes (numbers as
+    :mod:`fastmlp.constraints` says: NumPy scalars are numbers, bools are
+    not): a bad one raises ValueError or TypeError and leaves the model as
+    it was.
     """
     epochs = check("epochs", epochs, _AT_LEAST_1)
     batch_size = check("batch_size", batch_size, None, _AT_LEAST_1)
