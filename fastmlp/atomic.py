@@ -51,6 +51,44 @@ def _is_temp_of(name, prefix):
     return len(middle) == _RANDOM and all(c in "0123456789abcdef" for c in middle)
 
 
+def check_target(path):
+    """``path`` as a string if a file can be written there, else an OSError
+    naming it: FileNotFoundError (its directory does not exist),
+    IsADirectoryError (it is a directory), PermissionError (the directory
+    is not writable, or the file exists and is not). A symbolic link is
+    judged by the file it points to, as :func:`write` replaces that one.
+
+    The one answer to "can this path be written?" for every writer (saves,
+    exports, callbacks, the command line), asked before any work is done.
+    """
+    shown = os.fspath(path)
+    if isinstance(shown, bytes):
+        shown = os.fsdecode(shown)
+    target = os.path.realpath(shown)
+    folder = os.path.dirname(target)
+    if _kind(folder, shown) != "dir":
+        raise FileNotFoundError(2, f"the directory {folder} does not exist", shown)
+    if not os.access(folder, os.W_OK | os.X_OK):   # the temp file is made there
+        raise PermissionError(13, f"the directory {folder} is not writable", shown)
+    kind = _kind(target, shown)
+    if kind == "dir":
+        raise IsADirectoryError(21, "it is a directory", shown)
+    if kind == "file" and not os.access(target, os.W_OK):
+        raise PermissionError(13, "the file exists and is not writable", shown)
+    return shown
+
+
+def _kind(path, shown):
+    """Whether ``path`` is a "dir", a "file" or "missing"; PermissionError naming ``shown`` when a
+    directory on the way may not be searched (isdir would say "missing")."""
+    try:
+        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "file"
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except PermissionError:
+        raise PermissionError(13, f"{path} may not be reached", shown) from None
+
+
 def write(path, data):
     """Replace ``path`` with ``data`` (bytes) atomically; see the module docstring.
 
@@ -60,6 +98,7 @@ def write(path, data):
     target = os.path.realpath(shown)
     folder = os.path.dirname(target)
     try:
+        check_target(shown)
         mode = _mode_for(target)
         remove_stale(target)
         for attempt in range(3):

@@ -18,8 +18,13 @@ training after that epoch (the remaining callbacks still see it).
 import csv
 import math
 import os
+from numbers import Integral, Real
 
-from fastmlp import schedules
+from fastmlp import atomic, schedules
+from fastmlp.constraints import Boolean, Instance, Interval, Options, check
+
+_PATIENCE = Interval(Integral, 1)
+_MIN_DELTA = Interval(Real, 0)
 
 
 class Callback:
@@ -50,14 +55,9 @@ class _Monitor(Callback):
     """A callback that watches one logged figure for improvement."""
 
     def __init__(self, monitor, mode, min_delta, owner=None):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) \
-                or not min_delta >= 0:
-            raise ValueError(f"min_delta must be a number >= 0, got {min_delta!r}")
-        self.monitor = monitor
-        self.mode = mode
-        self.min_delta = float(min_delta)
+        self.monitor = check("monitor", monitor, Instance(str, "a logged figure's name"))
+        self.mode = check("mode", mode, Options("auto", "min", "max"))
+        self.min_delta = check("min_delta", min_delta, _MIN_DELTA)
         self.best = None
         self._owner = owner or type(self).__name__
 
@@ -101,10 +101,8 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", patience=1, min_delta=0.0, mode="auto",
                  restore_best_weights=True):
         super().__init__(monitor, mode, min_delta)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-        self.patience = patience
-        self.restore_best_weights = bool(restore_best_weights)
+        self.patience = check("patience", patience, _PATIENCE)
+        self.restore_best_weights = check("restore_best_weights", restore_best_weights, Boolean())
         self._best_params = None
 
     def on_train_begin(self, logs):
@@ -138,14 +136,12 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
                  min_delta=0.0):
         self.path = os.fspath(path)
-        self.save_best_only = bool(save_best_only)
+        self.save_best_only = check("save_best_only", save_best_only, Boolean())
         self._watch = _Monitor(monitor, mode, min_delta,
                                owner="ModelCheckpoint(save_best_only=True)")
 
     def check(self, names):
-        folder = os.path.dirname(os.path.abspath(self.path.format_map(_Blank(epoch=0))))
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"ModelCheckpoint: the directory {folder} does not exist")
+        atomic.check_target(self.path.format_map(_Blank(epoch=0)))
         if self.save_best_only:
             self._watch.check(names)
 
@@ -169,8 +165,11 @@ class CSVLogger(Callback):
 
     def __init__(self, path, append=False):
         self.path = os.fspath(path)
-        self.append = bool(append)
+        self.append = check("append", append, Boolean())
         self._file = self._writer = None
+
+    def check(self, names):
+        atomic.check_target(self.path)
 
     def on_train_begin(self, logs):
         self._file = open(self.path, "a" if self.append else "w", newline="")
@@ -201,9 +200,8 @@ class LearningRateScheduler(Callback):
     epochs done before, from 0)."""
 
     def __init__(self, schedule):
-        if not callable(schedule):
-            raise TypeError(f"schedule must be callable: schedule(epoch) -> lr, got {schedule!r}")
-        self.schedule = schedule
+        self.schedule = check("schedule", schedule,
+                              Instance(callable, "a callable: schedule(epoch) -> lr"))
 
     def on_epoch_begin(self, epoch, logs):
         self.optimizer.lr = logs["lr"] = schedules.rate(self.schedule, epoch - 1)
@@ -217,12 +215,10 @@ class ReduceLROnPlateau(_Monitor):
     def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=0.0,
                  cooldown=0, min_lr=0.0, mode="auto"):
         super().__init__(monitor, mode, min_delta)
-        if not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1), got {factor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-        self.factor, self.patience, self.cooldown = float(factor), patience, int(cooldown)
-        self.min_lr = float(min_lr)
+        self.factor = check("factor", factor, Interval(Real, 0, 1, closed="neither"))
+        self.patience = check("patience", patience, _PATIENCE)
+        self.cooldown = check("cooldown", cooldown, Interval(Integral, 0))
+        self.min_lr = check("min_lr", min_lr, Interval(Real, 0))
 
     def on_train_begin(self, logs):
         self.best, self.waited, self.cooling = None, 0, 0

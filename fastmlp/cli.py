@@ -9,7 +9,7 @@ import sys
 import time
 from importlib import metadata
 
-from fastmlp import __version__
+from fastmlp import __version__, atomic
 
 
 def _sizes(text):
@@ -112,19 +112,10 @@ def _check_save(path):
     """Refuse a --save path that cannot be written before training, not after it."""
     if path is None:
         return
-    full = os.path.realpath(path)        # as the save does: a link's target is replaced
-    folder = os.path.dirname(full)
-    if os.path.isdir(full):
-        problem = "is a directory"
-    elif not os.path.isdir(folder):
-        problem = f"{folder} is not an existing directory"
-    elif not os.access(folder, os.W_OK | os.X_OK):    # the save writes a temp file there
-        problem = f"directory {folder} is not writable"
-    elif os.path.exists(full) and not os.access(full, os.W_OK):
-        problem = "the file exists and is not writable"
-    else:
-        return
-    raise ValueError(f"--save {path}: {problem}")
+    try:
+        atomic.check_target(path)
+    except OSError as e:
+        raise ValueError(f"--save {path}: {e.strerror}") from None
 
 
 def train(args):

@@ -59,7 +59,6 @@ computes in the model's dtype: a float64 model gives a float64 graph that
 takes float64 inputs, unless ``dtype="float32"`` casts the parameters.
 """
 
-import os
 
 import numpy as np
 
@@ -203,21 +202,6 @@ def _check_onnx_args(model, output, opset, dtype):
     return output, np.dtype(name)
 
 
-def _check_target(path):
-    """The path as a string; FileNotFoundError/IsADirectoryError naming it
-    when it cannot be a file in an existing directory."""
-    shown = os.fspath(path)
-    if isinstance(shown, bytes):
-        shown = os.fsdecode(shown)
-    folder = os.path.dirname(os.path.abspath(shown))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(2, f"cannot write the ONNX file: the directory {folder} "
-                                   "does not exist", shown)
-    if os.path.isdir(shown):
-        raise IsADirectoryError(21, "cannot write the ONNX file: it is a directory", shown)
-    return shown
-
-
 def onnx(model, path, *, output="auto", opset=17, dtype=None):
     """Write ``model`` to ``path`` as an ONNX model; returns the ``ModelProto``.
 
@@ -251,12 +235,14 @@ def onnx(model, path, *, output="auto", opset=17, dtype=None):
         ValueError: an unknown ``output``, ``"probabilities"`` for a
             regression model, a bad ``opset`` or ``dtype``, or parameters that
             are NaN or inf.
-        FileNotFoundError: the directory of ``path`` does not exist.
+        OSError: ``path`` cannot be written (see
+            :func:`fastmlp.atomic.check_target`): FileNotFoundError when its
+            directory does not exist, IsADirectoryError, PermissionError.
         ImportError: the ``onnx`` package is missing, saying
             ``pip install "fastmlp[onnx]"``.
     """
     output, dtype = _check_onnx_args(model, output, opset, dtype)
-    shown = _check_target(path)
+    shown = atomic.check_target(path)
     with np.errstate(over="ignore"):          # a float64 value beyond float32: inf, refused
         params = [(w.astype(dtype, copy=False), None if b is None else b.astype(dtype, copy=False))
                   for w, b in _host_parameters(model)]

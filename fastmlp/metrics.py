@@ -14,11 +14,16 @@ for classifiers, values for regression). Any function
 ``fn(y_true, y_pred) -> number`` is a metric too, named after the function:
 ``y_true`` the dense targets (N, K), ``y_pred`` the outputs (N, K), both on
 the model's device; it returns a per-sample array (N,) to be averaged (with
-sample weights when given) or a number. Sample weights weight every built-in.
+sample weights when given) or a number (any other shape is refused). ``fit``
+tries every metric on a few rows before training, so one that cannot work
+fails before the model changes. Sample weights weight every built-in.
 """
 
 from abc import ABC, abstractmethod
+from numbers import Integral
 
+from fastmlp.constraints import Interval
+from fastmlp.constraints import check as _checked
 from fastmlp.kernels.losses import SOFTMAX
 
 
@@ -54,9 +59,7 @@ class TopKAccuracy(Metric):
     """Whether the true class is among the ``k`` largest outputs (cross-entropy only)."""
 
     def __init__(self, k=5):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        self.k = k
+        self.k = k = _checked("k", k, Interval(Integral, 1))
         self.name = "top_k_accuracy" if k == 5 else f"top_{k}_accuracy"
 
     def __repr__(self):
@@ -139,11 +142,25 @@ def check(model, metrics):
             raise ValueError(f"metric {m.name!r} needs loss='cross_entropy'")
 
 
+def trial(model, data, metrics):
+    """Score ``metrics`` on ``data`` (a few prepared rows) before training, so
+    that one that cannot work (a function of the wrong signature, or one that
+    gives neither a number nor one value per sample) raises now, TypeError or
+    ValueError naming it, and not after an epoch has changed the model."""
+    for m in metrics:
+        try:
+            scores(model, data, [m])
+        except Exception as e:          # whatever a user's function raises
+            kind = ValueError if isinstance(e, ValueError) else TypeError
+            raise kind(f"metric {m.name!r} failed on {data.x.shape[0]} samples before "
+                       f"training: {type(e).__name__}: {e}") from e
+
+
 def scores(model, data, metrics):
     """``{name: value}`` of ``metrics`` on prepared ``data``, one pass on the device."""
     if not metrics:
         return {}
-    xp, w = model.backend.xp, data.weights
+    xp, w, n = model.backend.xp, data.weights, data.x.shape[0]
     z = model.logits(data.x)
     out = model.ops.output(model.loss, z.copy())      # in place: z stays the logits
     found = {}
@@ -151,6 +168,9 @@ def scores(model, data, metrics):
         v = m.per_sample(model, z, out, data)
         if getattr(v, "ndim", 0) == 0:
             found[m.name] = float(v)
+        elif tuple(v.shape) != (n,):
+            raise ValueError(f"metric {m.name!r} must give a number or one value per sample "
+                             f"({n},), got shape {tuple(v.shape)}")
         elif w is None:
             found[m.name] = float(xp.mean(v))
         else:

@@ -21,7 +21,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fastmlp import engines, io, stream
-from fastmlp.backend import get_backend
+from fastmlp.backend import KERNEL_PATHS, get_backend
+from fastmlp.constraints import Boolean, Interval, Options, check
 from fastmlp.engines.layer import forward
 from fastmlp.kernels import activations, losses
 from fastmlp.layout import Layout
@@ -47,12 +48,7 @@ def _check_sizes(sizes):
                         f"got {type(sizes).__name__}") from None
     if len(sizes) < 2:
         raise ValueError(f"sizes needs at least an input and an output width, got {sizes}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, Integral):
-            raise TypeError(f"layer widths must be integers, got {s!r} in {sizes}")
-        if s < 1:
-            raise ValueError(f"layer widths must be >= 1, got {s} in {sizes}")
-    return [int(s) for s in sizes]
+    return [check(f"sizes[{i}]", s, Interval(Integral, 1)) for i, s in enumerate(sizes)]
 
 
 def _check_dtype(dtype):
@@ -74,24 +70,10 @@ def _check_dropout(dropout, n_hidden):
         rates = [dropout] * n_hidden
     if len(rates) != n_hidden:
         raise ValueError(f"dropout needs one rate per hidden layer ({n_hidden}), got {dropout!r}")
-    for p in rates:
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p < 1:
-            raise ValueError(f"dropout rates must be numbers in [0, 1), got {dropout!r}")
-    return tuple(float(p) for p in rates)
-
-
-def _check_seed(seed):
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
-def _check_scale(scale):
-    if isinstance(scale, bool) or not isinstance(scale, Real) or not 0 < scale < float("inf"):
-        raise ValueError(f"input_scale must be a finite number > 0, got {scale!r}")
-    return float(scale)
+    rate = Interval(Real, 0, 1, closed="left")
+    names = [f"dropout[{i}]" for i in range(n_hidden)] if isinstance(dropout, (list, tuple)) \
+        else ["dropout"] * n_hidden
+    return tuple(check(name, p, rate) for name, p in zip(names, rates))
 
 
 def _all_finite(xp, a, rows=1 << 14):
@@ -100,16 +82,8 @@ def _all_finite(xp, a, rows=1 << 14):
 
 
 def _check_init(init, activation):
-    if init is None:
-        return activation.init
-    if isinstance(init, Real) and not isinstance(init, bool):
-        if not init > 0:
-            raise ValueError(f"a numeric init is the std of a normal init and must be > 0, "
-                             f"got {init}")
-        return float(init)
-    if init not in _INITS:
-        raise ValueError(f"unknown init {init!r}: choose one of {list(_INITS)} or a float std")
-    return init
+    init = check("init", init, None, Options(*_INITS), Interval(Real, 0, closed="neither"))
+    return activation.init if init is None else init
 
 
 def _init_weight(rng, fan_in, fan_out, init):
@@ -174,10 +148,11 @@ class MLP:
         self.init = _check_init(init, spec)
         self.dtype = _check_dtype(dtype)
         self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
-        self.bias = bool(bias)
-        self.seed = _check_seed(seed)
+        self.bias = check("bias", bias, Boolean())
+        self.seed = check("seed", seed, None, Interval(Integral, 0))
         self.engine = engines.check_name(engine)
-        self.input_scale = _check_scale(input_scale)
+        self.input_scale = check("input_scale", input_scale, Interval(Real, 0, closed="neither"))
+        kernels = check("kernels", kernels, Options(*KERNEL_PATHS))
         self.layout = Layout(self.sizes, self.bias)
         #: what step engines know of this network (immutable)
         self.net = Net(self.layout, spec, self.loss_fn, self.reduction, self.dtype, self.dropout)
@@ -343,17 +318,21 @@ class MLP:
         if a.shape[0] == 0:
             raise ValueError("x is empty: it has 0 samples")
         a = self.backend.xp.ascontiguousarray(a)
-        if compact:                         # integers are finite; scaled later, per batch
+        if compact:                         # scaled later, per batch: its range is checked now
+            top = max(abs(int(a.min())), abs(int(a.max()))) * self.input_scale
+            if top > float(np.finfo(self.dtype).max):
+                raise ValueError(self._too_large("x", top))
             return a
         if self.input_scale != 1.0:
-            a = a * self.dtype.type(self.input_scale)          # a new array: x stays the user's
+            with np.errstate(over="ignore"):                   # reported below, as an overflow
+                a = a * self.dtype.type(self.input_scale)      # a new array: x stays the user's
         if not _all_finite(self.backend.xp, a):
-            raise ValueError(self._nonfinite_message("x", x))
+            raise ValueError(self._nonfinite_message("x", x, self.input_scale))
         return a
 
     def _as_stream(self, x):
         x = x if isinstance(x, stream.Stream) else stream.Stream(x)
-        if x.dtype.kind not in "iuf":
+        if x.dtype.kind not in "biuf":     # bool is 0/1 data, on disk as in memory
             raise TypeError(f"x must hold numbers, got {x.dtype}")
         if x.n_in != self.sizes[0]:
             raise ValueError(f"x has {x.n_in} features per sample, but the model's input "
@@ -371,9 +350,10 @@ class MLP:
         out = self.backend.xp.empty(rows.shape, self.dtype)
         return self.backend.xp.multiply(rows, self.dtype.type(self.input_scale), out=out)
 
-    def _nonfinite_message(self, name, given):
-        """Why ``given`` became non-finite: NaN/inf in the data, or finite
-        values too large for the model's dtype (the cast overflowed)."""
+    def _nonfinite_message(self, name, given, scale=1.0):
+        """Why ``given`` (times ``scale``) became non-finite: NaN/inf in the
+        data, or finite values too large for the model's dtype (the cast or
+        the scaling overflowed)."""
         try:
             host = np.asarray(given)
             finite = host.dtype.kind in "biuf" and bool(np.isfinite(host).all())
@@ -381,9 +361,13 @@ class MLP:
             finite = False
         if not finite:
             return f"{name} contains NaN or inf values"
-        top = float(np.abs(host).max())
-        return (f"{name} holds values up to {top:.3g}, beyond the range of {self.dtype.name} "
-                f"(max {np.finfo(self.dtype).max:.3g}): scale the data, or use "
+        return self._too_large(name, float(np.abs(host).max()) * scale)
+
+    def _too_large(self, name, top):
+        scaled = name == "x" and self.input_scale != 1.0
+        return (f"{name} holds values up to {top:.3g}{' after input_scale' if scaled else ''}, "
+                f"beyond the range of {self.dtype.name} (max {np.finfo(self.dtype).max:.3g}): "
+                f"scale the data{' (or lower input_scale)' if scaled else ''}, or use "
                 "dtype='float64'")
 
     def _as_y(self, y, n):

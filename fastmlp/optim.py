@@ -22,21 +22,16 @@ or not, is counted in one place.
 """
 
 
-import math
 from dataclasses import dataclass, field
 from numbers import Real
+
+from fastmlp.constraints import Boolean, Interval, check
 
 
 def check_number(name, value, lo, hi=None, lo_open=False):
     """``value`` as a float if it is a finite real in [lo, hi) (or (lo, hi)),
-    else TypeError / ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or (value <= lo if lo_open else value < lo) \
-            or (hi is not None and value >= hi):
-        bound = f"{'>' if lo_open else '>='} {lo}" + (f" and < {hi}" if hi is not None else "")
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return float(value)
+    else TypeError / ValueError naming ``name`` (see :mod:`fastmlp.constraints`)."""
+    return check(name, value, Interval(Real, lo, hi, closed="neither" if lo_open else "left"))
 
 
 @dataclass(frozen=True)
@@ -158,9 +153,9 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.momentum = check_number("momentum", momentum, 0.0, 1.0)
-        if nesterov and not self.momentum:
+        self.nesterov = check("nesterov", nesterov, Boolean())
+        if self.nesterov and not self.momentum:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.nesterov = bool(nesterov)
 
     def config(self):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}

@@ -14,15 +14,17 @@ not anything is shown). ``progress`` is:
 import logging
 import sys
 
+from fastmlp import constraints
+
 logger = logging.getLogger("fastmlp.train")
 MODES = (False, True, "bar", "lines")
 
 
 def check(progress):
-    """``progress`` if it is one of :data:`MODES`, else ValueError."""
-    if not any(progress is m or (isinstance(m, str) and progress == m) for m in MODES):
-        raise ValueError(f"progress must be False, True, 'bar' or 'lines', got {progress!r}")
-    return progress
+    """``progress`` if it is one of :data:`MODES` (a NumPy bool as a bool),
+    else TypeError / ValueError (see :mod:`fastmlp.constraints`)."""
+    return constraints.check("progress", progress, constraints.Boolean(),
+                             constraints.Options("bar", "lines"))
 
 
 def line(epoch, last, logs):

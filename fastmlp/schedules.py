@@ -13,8 +13,11 @@ schedule again (and ``initial_epoch``) when resuming.
 
 import math
 from abc import ABC, abstractmethod
+from numbers import Integral, Real
 
-from fastmlp.optim import check_number
+from fastmlp.constraints import Interval, check
+
+_RATE = Interval(Real, 0, closed="neither")      # a learning rate or a decay factor
 
 
 class Schedule(ABC):
@@ -29,19 +32,17 @@ class Schedule(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def _epochs(name, value, lo=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return value
+def _epochs(name, value):
+    return check(name, value, Interval(Integral, 1))
 
 
 class StepDecay(Schedule):
     """``lr * gamma ** (epoch // step)``: multiply by ``gamma`` every ``step`` epochs."""
 
     def __init__(self, lr, step, gamma=0.1):
-        self.lr = check_number("lr", lr, 0.0, lo_open=True)
+        self.lr = check("lr", lr, _RATE)
         self.step = _epochs("step", step)
-        self.gamma = check_number("gamma", gamma, 0.0, lo_open=True)
+        self.gamma = check("gamma", gamma, _RATE)
 
     def __call__(self, epoch):
         return self.lr * self.gamma ** (epoch // self.step)
@@ -51,8 +52,8 @@ class Exponential(Schedule):
     """``lr * gamma ** epoch``."""
 
     def __init__(self, lr, gamma):
-        self.lr = check_number("lr", lr, 0.0, lo_open=True)
-        self.gamma = check_number("gamma", gamma, 0.0, lo_open=True)
+        self.lr = check("lr", lr, _RATE)
+        self.gamma = check("gamma", gamma, _RATE)
 
     def __call__(self, epoch):
         return self.lr * self.gamma ** epoch
@@ -63,9 +64,9 @@ class Cosine(Schedule):
     ``min_lr + (lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2``."""
 
     def __init__(self, lr, epochs, min_lr=0.0):
-        self.lr = check_number("lr", lr, 0.0, lo_open=True)
+        self.lr = check("lr", lr, _RATE)
         self.epochs = _epochs("epochs", epochs)
-        self.min_lr = check_number("min_lr", min_lr, 0.0)
+        self.min_lr = check("min_lr", min_lr, Interval(Real, 0))
         if self.min_lr >= self.lr:
             raise ValueError(f"min_lr ({min_lr}) must be below lr ({lr})")
 
@@ -82,7 +83,7 @@ class WarmUp(Schedule):
 
     def __init__(self, then, epochs):
         if not callable(then):
-            rate = check_number("then", then, 0.0, lo_open=True)
+            rate = check("then", then, _RATE)
             then = Constant(rate)
         self.then = then
         self.epochs = _epochs("epochs", epochs)
@@ -97,7 +98,7 @@ class Constant(Schedule):
     """The same rate every epoch."""
 
     def __init__(self, lr):
-        self.lr = check_number("lr", lr, 0.0, lo_open=True)
+        self.lr = check("lr", lr, _RATE)
 
     def __call__(self, epoch):
         return self.lr
@@ -107,7 +108,7 @@ def rate(schedule, epoch):
     """``schedule(epoch)`` checked: a finite learning rate >= 0 (0 at the end of
     a cosine: no update), ValueError otherwise."""
     try:
-        return check_number("lr", schedule(epoch), 0.0)
+        return check("lr", schedule(epoch), Interval(Real, 0))
     except (TypeError, ValueError) as e:
         raise ValueError(f"the schedule {schedule!r} gave no valid learning rate for epoch "
                          f"{epoch}: {e}") from None

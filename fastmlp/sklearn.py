@@ -43,6 +43,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from fastmlp import optim
+from fastmlp.constraints import Boolean, Interval, Options, check
 from fastmlp.kernels.activations import ACTIVATIONS
 from fastmlp.model import MLP
 from fastmlp.train import DivergedError
@@ -61,6 +62,35 @@ _ACTIVATIONS = {**{a.sklearn: a.name for a in ACTIVATIONS.values()},
 _SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _SCHEDULES = ("constant", "invscaling", "adaptive")
 _DTYPES = (None, "float32", "float64")
+_AT_LEAST_0, _AT_LEAST_1 = Interval(Real, 0), Interval(Integral, 1)
+_FRACTION = Interval(Real, 0, 1, closed="left")
+# What _check_params asks of each parameter (in scikit-learn's style); the
+# checks are fastmlp's own (fastmlp.constraints), so messages read as everywhere
+# else in the library.
+_PARAMETER_CONSTRAINTS = {
+    "solver": [Options(*_SOLVERS)],
+    "activation": [Options(*sorted(_ACTIVATIONS))],
+    "learning_rate": [Options(*_SCHEDULES)],
+    "dtype": [Options(*_DTYPES)],
+    "max_iter": [_AT_LEAST_1],
+    "n_iter_no_change": [_AT_LEAST_1, Options(np.inf)],
+    "batch_size": [Options("auto"), _AT_LEAST_1],
+    "alpha": [_AT_LEAST_0],
+    "learning_rate_init": [Interval(Real, 0, closed="neither")],
+    "tol": [_AT_LEAST_0],
+    "momentum": [Interval(Real, 0, 1)],
+    "validation_fraction": [_FRACTION],
+    "power_t": [_AT_LEAST_0],
+    "epsilon": [Interval(Real, 0, closed="neither")],
+    "beta_1": [_FRACTION],
+    "beta_2": [_FRACTION],
+    "max_fun": [_AT_LEAST_1],
+    "shuffle": [Boolean()],
+    "warm_start": [Boolean()],
+    "nesterovs_momentum": [Boolean()],
+    "early_stopping": [Boolean()],
+    "verbose": [Boolean(), Interval(Integral, 0)],
+}
 
 
 class _BaseMLP(BaseEstimator):
@@ -111,40 +141,17 @@ class _BaseMLP(BaseEstimator):
     def _hidden(self):
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
-        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
-            raise ValueError(f"hidden_layer_sizes must be positive integers, got "
-                             f"{self.hidden_layer_sizes!r}")
-        return [int(s) for s in sizes]
+        return [check(f"hidden_layer_sizes[{i}]", s, Interval(Integral, 1))
+                for i, s in enumerate(sizes)]
 
     def _check_params(self):
+        """Check every parameter at fit time (scikit-learn's rule: never in
+        ``__init__`` or ``set_params``); returns the hidden layer widths."""
         if self.solver == "lbfgs":
             raise ValueError("solver='lbfgs' is not available in fastmlp, which trains by "
                              f"minibatch gradients: choose one of {list(_SOLVERS)}")
-        checks = [
-            ("solver", self.solver in _SOLVERS, f"one of {list(_SOLVERS)}"),
-            ("activation", self.activation in _ACTIVATIONS, f"one of {sorted(_ACTIVATIONS)}"),
-            ("learning_rate", self.learning_rate in _SCHEDULES, f"one of {list(_SCHEDULES)}"),
-            ("dtype", self.dtype in _DTYPES, "None, 'float32' or 'float64'"),
-            ("max_iter", _int(self.max_iter, 1), "an integer >= 1"),
-            ("n_iter_no_change", _int(self.n_iter_no_change, 1)
-             or self.n_iter_no_change == np.inf, "an integer >= 1 or inf"),
-            ("batch_size", self.batch_size == "auto" or _int(self.batch_size, 1),
-             "'auto' or an integer >= 1"),
-            ("alpha", _real(self.alpha, 0), "a number >= 0"),
-            ("learning_rate_init", _real(self.learning_rate_init, 0, open_lo=True),
-             "a number > 0"),
-            ("tol", _real(self.tol, 0), "a number >= 0"),
-            ("momentum", _real(self.momentum, 0, 1), "a number in [0, 1]"),
-            ("validation_fraction", _real(self.validation_fraction, 0, 1, open_hi=True),
-             "a number in [0, 1)"),
-            ("power_t", _real(self.power_t, 0), "a number >= 0"),
-            ("epsilon", _real(self.epsilon, 0, open_lo=True), "a number > 0"),
-            ("beta_1", _real(self.beta_1, 0, 1, open_hi=True), "a number in [0, 1)"),
-            ("beta_2", _real(self.beta_2, 0, 1, open_hi=True), "a number in [0, 1)"),
-        ]
-        for name, ok, want in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+        for name, constraints in _PARAMETER_CONSTRAINTS.items():
+            check(name, getattr(self, name), *constraints)
         return self._hidden()
 
     def set_params(self, **params):
@@ -554,15 +561,3 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 _X_DTYPES = (np.float64, np.float32)
-
-
-def _int(value, lo):
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= lo
-
-
-def _real(value, lo, hi=None, open_lo=False, open_hi=False):
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
-        return False
-    if value < lo or (open_lo and value == lo):
-        return False
-    return hi is None or value < hi or (value == hi and not open_hi)

@@ -26,6 +26,7 @@ from fastmlp import metrics as metrics_
 from fastmlp import optim, schedules
 from fastmlp import progress as progress_
 from fastmlp import stream as stream_
+from fastmlp.constraints import Boolean, Instance, Interval, Options, check
 from fastmlp.prepared import Prepared
 
 
@@ -69,6 +70,7 @@ class History:
 
 #: what ``fit(on_nonfinite=...)`` accepts
 ON_NONFINITE = ("raise", "warn", "ignore")
+_AT_LEAST_1 = Interval(Integral, 1)
 
 
 class DivergedError(RuntimeError):
@@ -108,15 +110,6 @@ class _Snapshot:
         opt.t = self.t
 
 
-def _check_int(name, value, lo):
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    value = int(value)
-    if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
-    return value
-
-
 def _split(model, x, y, sample_weight, validation_data, validation_split):
     """Prepared training data, and validation data (or None)."""
     if validation_data is not None and validation_split:
@@ -140,10 +133,6 @@ def _split(model, x, y, sample_weight, validation_data, validation_split):
         return train, model.prepare(*validation_data, stream=True)
     if not validation_split:
         return train, None
-    if isinstance(validation_split, bool) or not isinstance(validation_split, Real):
-        raise TypeError(f"validation_split must be a number, got {validation_split!r}")
-    if not 0 < validation_split < 1:
-        raise ValueError(f"validation_split must be a fraction in (0, 1), got {validation_split}")
     n = train.x.shape[0]
     n_val = int(round(n * validation_split))
     if not 0 < n_val < n:
@@ -166,8 +155,7 @@ def _optimizer(model, optimizer, lr):
         if callable(lr):
             return opt, lambda: setattr(opt, "schedule", lr)
         if lr is not None:
-            rate = optim.check_number("lr", lr, 0.0, lo_open=True)
-            return opt, lambda: (setattr(opt, "lr", rate), setattr(opt, "schedule", None))
+            return opt, lambda: (setattr(opt, "lr", lr), setattr(opt, "schedule", None))
         return opt, lambda: None
     return optim.get("adam" if optimizer is None else optimizer, lr=lr), lambda: None
 
@@ -242,24 +230,29 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         metrics: names ("accuracy", "top_k_accuracy", "mae", "mse"),
             :class:`fastmlp.metrics.Metric` instances or functions
             ``fn(y_true, y_pred)``, logged as ``train_<name>`` and
-            ``val_<name>`` each epoch; see :mod:`fastmlp.metrics`.
+            ``val_<name>`` each epoch; see :mod:`fastmlp.metrics`. Each is
+            tried on the first rows before training, so a function that
+            cannot work raises before the model changes.
         initial_epoch: epochs already done (after ``fastmlp.load``, say):
             the first epoch run is numbered ``initial_epoch + 1``, and
             schedules continue from there; ``epochs`` more are run. Default:
             where ``history`` ends, else 0.
         history: a :class:`History` to extend (and return) instead of a new one.
 
-    Every argument is checked before the model changes: a bad one raises
-    ValueError or TypeError and leaves the model as it was.
+    Every argument is checked before the model changes (numbers as
+    :mod:`fastmlp.constraints` says: NumPy scalars are numbers, bools are
+    not): a bad one raises ValueError or TypeError and leaves the model as
+    it was.
     """
-    epochs = _check_int("epochs", epochs, 1)
-    if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1)
-    if early_stopping is not None:
-        early_stopping = _check_int("early_stopping", early_stopping, 1)
-    if not isinstance(on_nonfinite, str) or on_nonfinite not in ON_NONFINITE:
-        raise ValueError(f"on_nonfinite must be one of {list(ON_NONFINITE)}, "
-                         f"got {on_nonfinite!r}")
+    epochs = check("epochs", epochs, _AT_LEAST_1)
+    batch_size = check("batch_size", batch_size, None, _AT_LEAST_1)
+    early_stopping = check("early_stopping", early_stopping, None, _AT_LEAST_1)
+    lr = check("lr", lr, None, Instance(callable, "a schedule lr(epoch)"),
+               Interval(Real, 0, closed="neither"))
+    shuffle = check("shuffle", shuffle, Boolean())
+    validation_split = check("validation_split", validation_split,
+                             Interval(Real, 0, 1, closed="left"))
+    on_nonfinite = check("on_nonfinite", on_nonfinite, Options(*ON_NONFINITE))
     progress = progress_.check(progress)
     cbs = _check_callbacks(callbacks)
     wanted = metrics_.get(metrics)
@@ -268,11 +261,12 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         raise TypeError(f"history must be a fastmlp.History, got {type(history).__name__}")
     if initial_epoch is None:
         initial_epoch = history.epoch[-1] if history is not None and history.epoch else 0
-    initial_epoch = _check_int("initial_epoch", initial_epoch, 0)
+    initial_epoch = check("initial_epoch", initial_epoch, Interval(Integral, 0))
     be = model.backend
     with be.scope():
         train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
         metrics_.check(model, wanted)
+        metrics_.trial(model, _head(train), scored)     # user functions fail here, not mid-fit
         if early_stopping is not None:
             cbs.append(callbacks_.EarlyStopping("val_loss" if val is not None else "train_loss",
                                                 patience=early_stopping))
@@ -486,6 +480,11 @@ def _rows(be, arrays, perm, bufs, lo, hi, scale):
     idx = perm[lo:hi]
     return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo], scale)
                  for a, buf in zip(arrays, bufs))
+
+
+def _head(data, rows=4):
+    """The first few rows of prepared ``data`` (a Stream's are read when used)."""
+    return Prepared(*(None if a is None else a[:rows] for a in data))
 
 
 def _prefixed(prefix, logs):

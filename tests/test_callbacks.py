@@ -88,7 +88,7 @@ def test_bad_schedules_are_refused():
         schedules.StepDecay(0.1, step=0)
     with pytest.raises(ValueError, match="min_lr"):
         schedules.Cosine(0.1, 5, min_lr=0.2)
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         optim.SGD(lr=lambda e: -1.0)
 
 

@@ -71,8 +71,11 @@ def test_input_scale_is_part_of_the_model(images, tmp_path):
     loaded = fm.load(tmp_path / "m.st", device="cpu")
     assert loaded.input_scale == pytest.approx(1 / 255)
     np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
-    for bad in (0, -1.0, float("nan"), float("inf"), True, "1/255"):
-        with pytest.raises(ValueError, match="input_scale"):
+    for bad in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="input_scale must be a finite number > 0"):
+            fm.MLP([20, 3], input_scale=bad)
+    for bad in (True, "1/255"):              # not numbers at all (see fastmlp.constraints)
+        with pytest.raises(TypeError, match="input_scale must be a finite number > 0"):
             fm.MLP([20, 3], input_scale=bad)
 
 
