@@ -32,11 +32,15 @@ def _fit(**kw):
 
 
 def _sk(cls, **kw):
+    import warnings
+
     from fastmlp.sklearn import MLPClassifier, MLPRegressor
     est = {"clf": MLPClassifier, "reg": MLPRegressor}[cls](**{"hidden_layer_sizes": (5,),
                                                                "max_iter": 3, "random_state": 0,
                                                                "device": "cpu", **kw})
-    est.fit(X, Y if cls == "clf" else X[:, 0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Stochastic Optimizer")   # a 3-epoch fit
+        est.fit(X, Y if cls == "clf" else X[:, 0])
     return est.coefs_, est.n_iter_, est.get_params()
 
 
