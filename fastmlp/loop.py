@@ -361,10 +361,10 @@ class Streamed(BatchSource):
             rows = hi - lo if k >= full else k * self.bs
             if w is None:
                 total += rows
-            else:
+            else:                      # a chunk cut short is the last one read
                 part = w[lo:hi]
-                total += float(part.sum() if rows == hi - lo or self._perm is None
-                               else part[self._perm[:rows]].sum())
+                total += float(part.sum() if rows == hi - lo else part[:rows].sum()
+                               if self._perm is None else part[self._perm[:rows]].sum())
             k -= full
             if k <= 0:
                 return total
