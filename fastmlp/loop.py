@@ -296,9 +296,10 @@ class BatchSource:
         """Release what the source holds (a reader thread)."""
 
     def _split(self, arrays, perm):
-        n, be, scale = arrays[0].shape[0], self.model.backend, self.model.input_scale
-        for s in range(0, n, self.bs):
-            yield _rows(be, arrays, perm, self.bufs, s, min(s + self.bs, n), scale)
+        n, bs, bufs = arrays[0].shape[0], self.bs, self.bufs
+        be, scale = self.model.backend, self.model.input_scale
+        for s in range(0, n, bs):
+            yield _rows(be, arrays, perm, bufs, s, min(s + bs, n), scale)
 
 
 class InMemory(BatchSource):
