@@ -63,6 +63,10 @@ class EpochLoop:
     numbered on from ``first_epoch`` up to ``last_epoch`` (what the
     progress lines show); ``history`` (a :class:`fastmlp.History`, a new
     one by default) is extended; ``progress`` is as in ``fit``.
+
+    ``stop_training`` is the one stop flag: set it (from a callback, as
+    ``self.loop.stop_training = True``) and training stops after the
+    current batch; :meth:`run` reads it before each epoch.
     """
 
     def __init__(self, model, data, optimizer, batch_size, *, shuffle=True, validation=None,
@@ -86,6 +90,7 @@ class EpochLoop:
         # what the engine choice reads
         sample = _load(model, data.x, 0, min(n, 256)) if streamed else data.x
         self.engine = model.engine_for(bs, optimizer, True, sample, fresh=True)
+        # a batch hook must see each batch: no epoch in one engine call then
         kind = Streamed if streamed else InMemory if self._begins or self._ends else WholeEpoch
         self.source = kind(model, data, bs, shuffle)
         w = data.weights
