@@ -6,13 +6,28 @@ A callback subclasses :class:`Callback` and overrides what it needs::
         def on_epoch_end(self, epoch, logs):
             return logs["val_accuracy"] >= 0.98      # True stops training
 
-Before ``on_train_begin``, ``fit`` sets ``self.model``, ``self.optimizer``
-and ``self.history`` (the :class:`fastmlp.History` being filled). ``epoch``
+Before ``on_train_begin``, ``fit`` sets ``self.model``, ``self.optimizer``,
+``self.history`` (the :class:`fastmlp.History` being filled) and
+``self.loop`` (the loop running the epochs; see below). ``epoch``
 is the global epoch number, counting from 1 and continuing across repeated
 fits and from ``fit(initial_epoch=...)``; ``logs`` holds that epoch's
 figures (``train_loss``, ``val_accuracy``, ``lr``, ``seconds``, metrics, ...).
 Callbacks run in the order given; ``on_epoch_end`` returning True stops
 training after that epoch (the remaining callbacks still see it).
+
+Batch hooks, as in Keras: ``on_train_batch_begin(batch, logs)`` and
+``on_train_batch_end(batch, logs)`` run around each training step, with
+``batch`` counting the epoch's steps from 0. Only callbacks that override
+them are called, so they cost nothing unused; with one, every epoch runs
+batch by batch (never as the engine's one-call epoch). ``self.loop`` is the
+:class:`fastmlp.loop.EpochLoop` running the fit: setting
+``self.loop.stop_training = True`` in any hook stops training after the
+current batch (that epoch is then logged over the batches it ran)::
+
+    class StopBelow(fm.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs):
+            if logs["loss"] < 0.01:                  # one host read per batch
+                self.loop.stop_training = True
 """
 
 import csv
@@ -33,6 +48,7 @@ class Callback:
     model = None
     optimizer = None
     history = None
+    loop = None
 
     def check(self, names):
         """Called before ``fit`` changes anything, with the names each epoch's
@@ -46,6 +62,17 @@ class Callback:
 
     def on_epoch_end(self, epoch, logs):
         """Called after each epoch with its figures; return True to stop."""
+
+    def on_train_batch_begin(self, batch, logs):
+        """Called before each training step (``batch``: its index in the
+        epoch, from 0; ``logs["size"]``: its rows). Overriding it makes
+        every epoch run batch by batch."""
+
+    def on_train_batch_end(self, batch, logs):
+        """Called after each training step: ``logs["size"]`` and
+        ``logs["loss"]``, the batch's reduced loss as a float, read from the
+        device only when asked for (see :class:`fastmlp.loop.BatchLogs`).
+        Overriding it makes every epoch run batch by batch."""
 
     def on_train_end(self, logs):
         """Called once when ``fit`` ends normally (the last epoch's ``logs``)."""

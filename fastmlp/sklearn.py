@@ -45,6 +45,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from fastmlp import optim
 from fastmlp.constraints import Boolean, Interval, Options, check
 from fastmlp.kernels.activations import ACTIVATIONS
+from fastmlp.loop import EpochLoop
 from fastmlp.model import MLP
 from fastmlp.train import DivergedError
 
@@ -258,38 +259,50 @@ class _BaseMLP(BaseEstimator):
     def _epochs(self, model, data, batch, n, weight, incremental, X_val, y_val, w_val):
         opt = model.optimizer
         self.n_iter_ = 0                                   # per fit, as scikit-learn counts
-        for _ in range(1 if incremental else self.max_iter):
-            try:
-                hist = model.fit(data, epochs=1, batch_size=batch, optimizer=opt,
-                                 shuffle=bool(self.shuffle))
-            except DivergedError as e:     # the weights are back to the last finite epoch's
-                raise ValueError("Solver produced non-finite parameter weights. The input "
-                                 "data may contain large values and need to be "
-                                 "preprocessed.") from e
-            penalty = sum(float((w * w).sum()) for w in model.weights)
-            self.loss_ = (hist.history["train_loss"][0] * self._loss_factor
-                          + 0.5 * self.alpha * penalty * -(-n // batch) / weight)
-            self.n_iter_ += 1
-            self.t_ += n
-            self.loss_curve_.append(self.loss_)
-            if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-            self._update_no_improvement_count(X_val, y_val, w_val)
-            if self.solver == "sgd" and self.learning_rate == "invscaling":
-                opt.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t / self._grad_factor
-            if self._no_improvement_count > self.n_iter_no_change:
-                if (self.solver != "sgd" or self.learning_rate != "adaptive"
-                        or opt.lr * self._grad_factor <= 1e-6):
-                    break                     # converged (scikit-learn's trigger_stopping)
-                opt.lr /= 5.0
-                self._no_improvement_count = 0
-            if not incremental and self.n_iter_ == self.max_iter:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
-                              "reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=4)
+        epochs = 1 if incremental else self.max_iter
+        # One loop for every epoch of this call: one engine, one copy of the last finite
+        # state, one report. The learning rate set between epochs is read by the next.
+        with model.backend.scope(), EpochLoop(model, data, opt, batch, shuffle=bool(self.shuffle),
+                                              last_epoch=epochs) as loop:
+            for _ in range(epochs):
+                try:
+                    logs = loop.run_epoch()
+                except DivergedError as e:  # the weights are back to the last finite epoch's
+                    raise ValueError("Solver produced non-finite parameter weights. The input "
+                                     "data may contain large values and need to be "
+                                     "preprocessed.") from e
+                if self._after_epoch(logs["train_loss"], opt, batch, n, weight, X_val, y_val,
+                                     w_val):
+                    break                 # converged (scikit-learn's trigger_stopping)
+                if not incremental and self.n_iter_ == self.max_iter:
+                    warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                                  "reached and the optimization hasn't converged yet.",
+                                  ConvergenceWarning, stacklevel=4)
         if self.early_stopping and self._best_params is not None:
             with model.backend.scope():       # the best of every fit so far, as scikit-learn
                 model.params[...] = model.backend.asarray(self._best_params)
+
+    def _after_epoch(self, train_loss, opt, batch, n, weight, X_val, y_val, w_val):
+        """scikit-learn's bookkeeping after an epoch: loss_, the curve, the
+        learning rate's schedule; whether training has converged."""
+        penalty = sum(float((w * w).sum()) for w in self.model_.weights)
+        self.loss_ = (train_loss * self._loss_factor
+                      + 0.5 * self.alpha * penalty * -(-n // batch) / weight)
+        self.n_iter_ += 1
+        self.t_ += n
+        self.loss_curve_.append(self.loss_)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        self._update_no_improvement_count(X_val, y_val, w_val)
+        if self.solver == "sgd" and self.learning_rate == "invscaling":
+            opt.lr = self.learning_rate_init / (self.t_ + 1) ** self.power_t / self._grad_factor
+        if self._no_improvement_count > self.n_iter_no_change:
+            if (self.solver != "sgd" or self.learning_rate != "adaptive"
+                    or opt.lr * self._grad_factor <= 1e-6):
+                return True
+            opt.lr /= 5.0
+            self._no_improvement_count = 0
+        return False
 
     def _update_no_improvement_count(self, X_val, y_val, w_val):
         if self.early_stopping:

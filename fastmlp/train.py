@@ -1,32 +1,26 @@
-"""The fit loop: batching, shuffling, validation, early stopping, history.
+"""``fit``: its arguments checked, then epochs run by :mod:`fastmlp.loop`.
 
 The data is checked and moved to the model's device once per ``fit``
-(``model.prepare``); the step engine is chosen once per ``fit``
-(``model.engine_for``); each epoch draws one permutation there and gathers
-each batch's rows into a reused buffer, or hands the whole epoch to the
-engine where it has a call for that. Losses and hit counts stay on the
-device as 0-d arrays and are read back once per epoch, so a GPU is never
-made to wait per step. Only the model's public attributes are used here.
-
-At each epoch's end the loss and the parameters are checked for NaN and
-inf (``on_nonfinite``); a device copy of the last finite state, refreshed in
-place, is what a diverged run goes back to.
+(``model.prepare``); validation data is prepared or split off, the
+optimizer resolved and every schedule's rate checked before anything
+changes; then one :class:`fastmlp.loop.EpochLoop` (which chooses the step
+engine once) runs the epochs: batching, shuffling, validation, callbacks,
+divergence checks, history and progress. Only the model's public
+attributes are used here.
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from numbers import Integral, Real
-from typing import NamedTuple
 
 from fastmlp import callbacks as callbacks_
 from fastmlp import metrics as metrics_
 from fastmlp import optim, schedules
 from fastmlp import progress as progress_
-from fastmlp import stream as stream_
 from fastmlp.constraints import Boolean, Instance, Interval, Options, check
+from fastmlp.loop import BadChunk, EpochLoop
 from fastmlp.prepared import Prepared
 
 
@@ -87,27 +81,6 @@ class DivergedError(RuntimeError):
         self.history = history
 
 
-class _Snapshot:
-    """A device copy of the parameters and the optimizer's state (and step
-    count) at the end of the last finite epoch, refreshed in place."""
-
-    def __init__(self, model, opt):
-        self.params = model.params.copy()
-        self.state = {k: a.copy() for k, a in opt.state_arrays().items()}
-        self.t, self.epoch = opt.t, None         # None: the start of this fit
-
-    def take(self, model, opt, epoch):
-        self.params[...] = model.params
-        for k, a in opt.state_arrays().items():
-            self.state[k][...] = a
-        self.t, self.epoch = opt.t, epoch
-
-    def restore(self, model, opt):
-        # in place: engines and the optimizer keep references to these arrays
-        model.params[...] = self.params
-        for k, a in opt.state_arrays().items():
-            a[...] = self.state[k]
-        opt.t = self.t
 
 
 def _split(model, x, y, sample_weight, validation_data, validation_split):
@@ -278,131 +251,24 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         if schedule is not None:            # every epoch's rate, before anything changes
             for e in range(initial_epoch, initial_epoch + epochs):
                 schedules.rate(schedule, e)
-        n = train.x.shape[0]
-        bs = n if batch_size is None else min(batch_size, n)
-        sample = (_load(model, train.x, 0, min(n, 256))        # what the engine choice reads
-                  if isinstance(train.x, stream_.Stream) else train.x)
-        engine = model.engine_for(bs, sample=sample, fresh=True)
+        # the engine is chosen here, before anything changes: a named engine may refuse
+        loop = EpochLoop(model, train, opt, batch_size, shuffle=shuffle, validation=val,
+                         callbacks=cbs, metrics=scored, on_nonfinite=on_nonfinite,
+                         first_epoch=initial_epoch, last_epoch=initial_epoch + epochs,
+                         history=History() if history is None else history,
+                         progress=progress)
         previous, rate = model.optimizer, (opt.lr, opt.schedule)
         change()
-        if not opt.is_for([model.params]):     # new, or last used on other arrays
-            opt.init([model.params], model.ops)
         _warn_if_discarding(model.optimizer, opt)
-        model.optimizer = opt
-        hist = History() if history is None else history
-        plan = _Plan(epochs, bs, shuffle, on_nonfinite, cbs, scored, initial_epoch, hist)
-        report = progress_.Report(progress, math.ceil(n / bs), initial_epoch + epochs)
         try:
-            return _run(model, engine, opt, train, val, plan, report)
-        except _BadChunk:
+            with loop:
+                return loop.run(epochs)
+        except BadChunk:
+            # a bad streamed chunk leaves the model as this fit found it (the loop put
+            # the parameters back), as a bad argument would have
             model.optimizer = previous
             opt.lr, opt.schedule = rate
             raise
-        finally:
-            report.close()
-            for cb in cbs:
-                if hasattr(cb, "close"):
-                    cb.close()
-
-
-class _Plan(NamedTuple):
-    """What one ``fit`` runs, checked."""
-
-    epochs: int
-    bs: int
-    shuffle: bool
-    on_nonfinite: str
-    callbacks: list
-    metrics: list            # scored after each epoch (accuracy is counted by the steps)
-    first: int               # epochs done before this fit
-    history: History
-
-
-def _run(model, engine, opt, train, val, plan, report):
-    be, (x, y, t, w), n = model.backend, train, train.x.shape[0]
-    count = n if w is None else float(w.sum())        # what the epoch's mean divides by
-    bs = plan.bs
-    # Shuffled batches are gathered into buffers made once. Copying the whole
-    # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
-    # per MNIST epoch here; a batch buffer stays in cache. The one-call epoch
-    # kernel (plain SGD at batch size 1) takes the permutation itself.
-    # Compact (integer) inputs are gathered into a buffer of the model's dtype,
-    # cast and scaled on the way: never converted whole.
-    streamed = isinstance(x, stream_.Stream)
-    bufs = ([None if a is None else be.xp.empty((bs,) + a.shape[1:],
-                                                model.dtype if a is x else a.dtype)
-             for a in (x, y, t, w)] if plan.shuffle else None)
-    # Streamed rows are read, checked and moved a chunk ahead on another thread.
-    loader = stream_.Prefetch(lambda span: _load(model, x, *span)) if streamed else None
-    # Streamed rows are checked as they are read: a bad chunk found mid-fit puts
-    # the model back as this fit found it, as a bad argument would have left it.
-    start = _Snapshot(model, opt) if streamed else None
-    try:
-        with engine.running():
-            return _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count)
-    except _BadChunk:
-        start.restore(model, opt)
-        raise
-    finally:
-        if loader is not None:
-            loader.close()
-
-
-def _epochs(model, engine, opt, train, val, plan, report, bufs, loader, count):
-    be, (x, y, t, w), n, bs = model.backend, train, train.x.shape[0], plan.bs
-    history, streamed = plan.history, loader is not None
-    last_good = _Snapshot(model, opt) if plan.on_nonfinite != "ignore" else None
-    for cb in plan.callbacks:
-        cb.model, cb.optimizer, cb.history = model, opt, history
-        cb.on_train_begin({})
-    logs = {}
-    for epoch in range(plan.first + 1, plan.first + plan.epochs + 1):
-        if opt.schedule is not None:       # a plain float that every step reads afresh
-            opt.lr = schedules.rate(opt.schedule, epoch - 1)
-        begin = {"lr": opt.lr}
-        for cb in plan.callbacks:
-            cb.on_epoch_begin(epoch, begin)
-        lr = opt.lr
-        start = time.perf_counter()
-        report.begin(epoch)
-        if streamed:
-            total, hits = _streamed_epoch(model, engine, opt, train, plan, bufs, report, loader)
-        else:
-            perm = be.asarray(model.rng.permutation(n)) if plan.shuffle else None
-            whole = engine.train_epoch(x, y, t, perm, opt, w)
-            if whole is not None:
-                total, hits = whole
-                report.advance(math.ceil(n / bs))
-            else:
-                total, hits = _batches(model, engine, opt, train, perm, bufs, bs, report)
-        logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
-                                                         model.reduction, count, y.shape[1]))
-        logs.update(_prefixed("train_", metrics_.scores(model, train, plan.metrics)))
-        if val is not None:
-            logs.update(_prefixed("val_", model.evaluate(val)))
-            logs.update(_prefixed("val_", metrics_.scores(model, val, plan.metrics)))
-        logs["lr"] = lr
-        logs["seconds"] = time.perf_counter() - start
-        history.append(logs, epoch)
-        report.end(epoch, logs)
-        if last_good is not None:
-            # the loss is already a host float; the parameters cost one pass and one sync
-            if not (math.isfinite(logs["train_loss"]) and bool(be.xp.isfinite(model.params).all())):
-                last_good.restore(model, opt)
-                message = _diverged(epoch, logs["train_loss"], last_good.epoch, opt.lr)
-                if plan.on_nonfinite == "raise":
-                    raise DivergedError(message, epoch, history)
-                warnings.warn(message, RuntimeWarning, stacklevel=5)
-                break
-            last_good.take(model, opt, epoch)
-        stop = False
-        for cb in plan.callbacks:
-            stop = bool(cb.on_epoch_end(epoch, logs)) or stop
-        if stop:
-            break
-    for cb in plan.callbacks:
-        cb.on_train_end(logs)
-    return history
 
 
 def _check_callbacks(callbacks):
@@ -418,74 +284,6 @@ def _check_callbacks(callbacks):
     return found
 
 
-def _diverged(epoch, loss, good_epoch, lr):
-    what = ("the weights became non-finite" if math.isfinite(loss)
-            else f"the training loss became {loss}")
-    since = ("the start of this fit" if good_epoch is None
-             else f"the end of epoch {good_epoch}")
-    return (f"training diverged in epoch {epoch}: {what}; the weights and optimizer state "
-            f"from {since} were restored. Lower the learning rate (lr={lr:g}), scale the "
-            "inputs (and regression targets) to unit variance, or clip extreme values")
-
-
-class _BadChunk(ValueError):
-    """Streamed inputs that failed their check (or could not be read) mid-fit."""
-
-
-def _load(model, x, lo, hi):
-    """Rows lo:hi of streamed inputs, read, checked and on the device."""
-    try:
-        return model.prepare(x.read(lo, hi)).x
-    except (ValueError, OSError) as e:
-        raise _BadChunk(f"rows {lo}:{hi} of x: {e}") from None
-
-
-def _batches(model, engine, opt, arrays, perm, bufs, bs, report):
-    """Train on ``arrays`` (x, y, targets, weights) batch by batch in the order
-    ``perm`` gives (None: as they are); the summed loss and hits."""
-    be, n, total, hits = model.backend, arrays[0].shape[0], 0, 0
-    for s in range(0, n, bs):
-        xb, yb, tb, wb = _rows(be, arrays, perm, bufs, s, min(s + bs, n), model.input_scale)
-        loss, h = engine.train_step(model.as_inputs(xb), yb, tb, opt, wb)
-        total = total + loss
-        if h is not None:
-            hits = hits + h
-        report.advance()
-    return total, hits
-
-
-def _streamed_epoch(model, engine, opt, train, plan, bufs, report, loader):
-    """One epoch over streamed inputs: chunks of consecutive rows in a random
-    order, each chunk's rows shuffled within it (see :mod:`fastmlp.stream`)."""
-    be, n = model.backend, train.x.shape[0]
-    rows = stream_.chunk_rows(train.x, plan.bs)
-    starts = list(range(0, n, rows))
-    if plan.shuffle:
-        starts = [starts[i] for i in model.rng.permutation(len(starts))]
-    total, hits = 0, 0
-    for (lo, hi), xc in loader.run([(s, min(s + rows, n)) for s in starts]):
-        arrays = (xc,) + tuple(None if a is None else a[lo:hi] for a in train[1:])
-        perm = be.asarray(model.rng.permutation(hi - lo)) if plan.shuffle else None
-        t, h = _batches(model, engine, opt, arrays, perm, bufs, plan.bs, report)
-        total, hits = total + t, hits + h
-    return total, hits
-
-
-def _rows(be, arrays, perm, bufs, lo, hi, scale):
-    """Rows lo:hi of each array (None stays None), in the order ``perm`` gives
-    when shuffling, gathered into the front of ``bufs`` (compact inputs cast
-    and multiplied by ``scale`` on the way)."""
-    if perm is None:
-        return tuple(None if a is None else a[lo:hi] for a in arrays)
-    idx = perm[lo:hi]
-    return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo], scale)
-                 for a, buf in zip(arrays, bufs))
-
-
 def _head(data, rows=4):
     """The first few rows of prepared ``data`` (a Stream's are read when used)."""
     return Prepared(*(None if a is None else a[:rows] for a in data))
-
-
-def _prefixed(prefix, logs):
-    return {prefix + k: v for k, v in logs.items()}

@@ -225,6 +225,26 @@ def test_solvers_and_learning_rate_schedules(blobs):
         MLPClassifier(solver="lbfgs").fit(x, y)
 
 
+def test_one_engine_per_fit_and_per_partial_fit_call(blobs, monkeypatch):
+    """The epochs of one fit share one loop: one engine choice, not one per epoch."""
+    import fastmlp.engines
+    made = []
+
+    def counting(*args, **kwargs):
+        made.append(args[2])                     # the batch size (after net, buffers)
+        return create(*args, **kwargs)
+
+    create = fastmlp.engines.create
+    monkeypatch.setattr(fastmlp.engines, "create", counting)
+    x, y = blobs
+    clf = MLPClassifier((8,), max_iter=50, tol=0, n_iter_no_change=1000, batch_size=30,
+                        random_state=0).fit(x, y)
+    assert clf.n_iter_ == 50 and made == [30]
+    for _ in range(3):
+        clf.partial_fit(x, y)
+    assert made == [30] * 4
+
+
 # --- pickling, cloning, devices, joblib workers -------------------------------------
 
 def test_fitted_estimators_pickle_their_weights_and_clone_unfitted(blobs):

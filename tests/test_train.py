@@ -139,7 +139,7 @@ def test_numpy_scalars_are_fine_everywhere(blobs):
 
 def test_shuffled_batches_are_the_permuted_rows_short_last_batch_included():
     from fastmlp.backend import get_backend
-    from fastmlp.train import _rows
+    from fastmlp.loop import _rows
     be = get_backend("cpu")
     x, t = np.arange(37 * 3, dtype=np.float32).reshape(37, 3), np.arange(37)
     perm = np.random.default_rng(1).permutation(37)

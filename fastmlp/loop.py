@@ -1,0 +1,442 @@
+"""The epoch loop: what ``fit``, the scikit-learn estimators and the command
+line train through.
+
+An :class:`EpochLoop` holds everything one training run keeps between
+epochs: the step engine (chosen once), the batch source, a device copy of
+the last finite state (refreshed in place each epoch), the progress report
+and the callbacks. ``fit`` runs it for a number of epochs
+(:meth:`EpochLoop.run`); the scikit-learn estimators call
+:meth:`EpochLoop.run_epoch` once per iteration and keep their own
+convergence logic between epochs.
+
+Each epoch's body is written once, over a batch source:
+
+- :class:`InMemory`: rows on the device, shuffled by one permutation per
+  epoch and gathered batch by batch into buffers made once;
+- :class:`WholeEpoch`: the same, but the epoch is first offered to the
+  engine in one call (``engine.train_epoch``: plain SGD at batch size 1 on
+  the CPU), falling back to batches where the engine has no such call;
+- :class:`Streamed`: inputs read from disk in chunks, one chunk ahead on a
+  background thread (see :mod:`fastmlp.stream`).
+
+Losses and hit counts stay on the device as 0-d arrays and are read back
+once per epoch, so a GPU is never made to wait per step. Batch hooks
+(``on_train_batch_begin`` / ``on_train_batch_end``) are called only on the
+callbacks that override them; with any, epochs run batch by batch (never
+through the one-call epoch), since each batch must be seen. One flag,
+``loop.stop_training``, stops training: read after every batch and before
+every epoch; a callback sets it through ``self.loop`` (``on_epoch_end``
+returning True sets it too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Mapping
+
+from fastmlp import callbacks as callbacks_
+from fastmlp import metrics as metrics_
+from fastmlp import progress as progress_
+from fastmlp import schedules
+from fastmlp import stream as stream_
+
+
+class EpochLoop:
+    """Training epochs of ``model`` on prepared ``data`` with ``optimizer``,
+    in batches of ``batch_size`` rows (None: the whole set).
+
+    Making the loop chooses the step engine and changes nothing in the
+    model; entering it (``with loop:``) initialises the optimizer for the
+    model where it is not yet, makes it ``model.optimizer``, holds what the
+    engine's steps need of the process (``engine.running()``) and calls the
+    callbacks' ``on_train_begin``; leaving it closes the report, the
+    reader thread and the callbacks. In between, :meth:`run_epoch` runs one
+    epoch and :meth:`run` several.
+
+    ``validation`` (prepared, with targets) is scored after each epoch;
+    ``metrics`` (:class:`fastmlp.metrics.Metric` instances other than
+    accuracy, which the steps count) are logged for both sets;
+    ``on_nonfinite`` is as in :func:`fastmlp.train.fit`; epochs are
+    numbered on from ``first_epoch`` up to ``last_epoch`` (what the
+    progress lines show); ``history`` (a :class:`fastmlp.History`, a new
+    one by default) is extended; ``progress`` is as in ``fit``.
+
+    ``stop_training`` is the one stop flag: set it (from a callback, as
+    ``self.loop.stop_training = True``) and training stops after the
+    current batch; :meth:`run` reads it before each epoch.
+    """
+
+    def __init__(self, model, data, optimizer, batch_size, *, shuffle=True, validation=None,
+                 callbacks=(), metrics=(), on_nonfinite="raise", first_epoch=0,
+                 last_epoch=None, history=None, progress=False):
+        if history is None:
+            from fastmlp.train import History  # train imports this module
+            history = History()
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.validation, self.metrics = validation, list(metrics)
+        self.callbacks, self.on_nonfinite = list(callbacks), on_nonfinite
+        self.epoch, self.last_epoch = first_epoch, last_epoch
+        self.history, self.progress = history, progress
+        #: set to True (by a callback, through ``self.loop``) to stop after this batch
+        self.stop_training = False
+        self._begins = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_begin")]
+        self._ends = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+        n = data.x.shape[0]
+        self.batch_size = bs = n if batch_size is None else min(batch_size, n)
+        streamed = isinstance(data.x, stream_.Stream)
+        # what the engine choice reads
+        sample = _load(model, data.x, 0, min(n, 256)) if streamed else data.x
+        self.engine = model.engine_for(bs, sample=sample, fresh=True)
+        # a batch hook must see each batch: no epoch in one engine call then
+        kind = Streamed if streamed else InMemory if self._begins or self._ends else WholeEpoch
+        self.source = kind(model, data, bs, shuffle)
+        w = data.weights
+        self._count = n if w is None else float(w.sum())   # what an epoch's mean divides by
+        self._logs, self._stack, self._report = {}, None, None
+
+    # --- the run -----------------------------------------------------------------
+
+    def __enter__(self):
+        model, opt = self.model, self.optimizer
+        with contextlib.ExitStack() as stack:
+            stack.callback(self._close)
+            if not opt.is_for([model.params]):      # new, or last used on other arrays
+                opt.init([model.params], model.ops)
+            model.optimizer = opt
+            self._report = progress_.Report(self.progress, self.source.batches_per_epoch,
+                                            self.last_epoch)
+            stack.enter_context(self.engine.running())
+            # Streamed rows are checked as they are read: a bad chunk found mid-run puts the
+            # model back as this run found it, as a bad argument would have left it.
+            self._start = _Snapshot(model, opt) if isinstance(self.source, Streamed) else None
+            self._last_good = _Snapshot(model, opt) if self.on_nonfinite != "ignore" else None
+            for cb in self.callbacks:
+                cb.model, cb.optimizer, cb.history, cb.loop = model, opt, self.history, self
+                cb.on_train_begin({})
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        stack, self._stack = self._stack, None
+        with stack:
+            if isinstance(error, BadChunk) and self._start is not None:
+                self._start.restore(self.model, self.optimizer)
+
+    def _close(self):
+        if self._report is not None:
+            self._report.close()
+        self.source.close()
+        for cb in self.callbacks:
+            if hasattr(cb, "close"):
+                cb.close()
+
+    def run(self, epochs):
+        """Run ``epochs`` epochs, fewer when training stops (a callback, or
+        ``on_nonfinite="warn"``), then the callbacks' ``on_train_end``; the History."""
+        for _ in range(epochs):
+            if self.stop_training:
+                break
+            self.run_epoch()
+        self.end()
+        return self.history
+
+    def end(self):
+        """Call the callbacks' ``on_train_end`` with the last epoch's logs."""
+        for cb in self.callbacks:
+            cb.on_train_end(self._logs)
+
+    def run_epoch(self):
+        """Run the next epoch and return its logs (as the History records them).
+
+        Raises :class:`fastmlp.DivergedError` when it ends non-finite with
+        ``on_nonfinite="raise"``, after putting back the last finite state;
+        with "warn", puts it back, warns and sets ``stop_training``. An
+        optimizer's ``lr`` set between epochs is what the next one uses
+        (unless the optimizer has a schedule, which sets it first).
+        """
+        model, opt, epoch = self.model, self.optimizer, self.epoch + 1
+        if opt.schedule is not None:       # a plain float that every step reads afresh
+            opt.lr = schedules.rate(opt.schedule, epoch - 1)
+        begin = {"lr": opt.lr}
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, begin)
+        lr, start = opt.lr, time.perf_counter()
+        self._report.begin(epoch)
+        total, hits, count = self._train()
+        t, y = self.data.targets, self.data.y
+        logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
+                                                         model.reduction, count, y.shape[1]))
+        logs.update(_prefixed("train_", metrics_.scores(model, self.data, self.metrics)))
+        if self.validation is not None:
+            logs.update(_prefixed("val_", model.evaluate(self.validation)))
+            logs.update(_prefixed("val_", metrics_.scores(model, self.validation, self.metrics)))
+        logs["lr"] = lr
+        logs["seconds"] = time.perf_counter() - start
+        self.epoch, self._logs = epoch, logs
+        self.history.append(logs, epoch)
+        self._report.end(epoch, logs)
+        good = self._last_good
+        if good is not None:
+            be = model.backend
+            # the loss is already a host float; the parameters cost one pass and one sync
+            if not (math.isfinite(logs["train_loss"]) and bool(be.xp.isfinite(model.params).all())):
+                good.restore(model, opt)
+                message = _diverged(epoch, logs["train_loss"], good.epoch, opt.lr)
+                if self.on_nonfinite == "raise":
+                    from fastmlp.train import DivergedError  # train imports this module
+                    raise DivergedError(message, epoch, self.history)
+                # run_epoch < run < train.fit < MLP.fit < the caller of fit
+                warnings.warn(message, RuntimeWarning, stacklevel=5)
+                self.stop_training = True
+                return logs
+            good.take(model, opt, epoch)
+        for cb in self.callbacks:
+            if cb.on_epoch_end(epoch, logs):
+                self.stop_training = True
+        return logs
+
+    def _train(self):
+        """One pass over the source: the summed loss, the hit count and what
+        their means divide by (fewer rows when the epoch was stopped early)."""
+        source, engine, opt, model = self.source, self.engine, self.optimizer, self.model
+        order = source.order()                   # one draw of the RNG per epoch
+        done = source.whole(order, engine, opt)
+        if done is not None:
+            self._report.advance(source.batches_per_epoch)
+            return done + (self._count,)
+        begins, ends, advance = self._begins, self._ends, self._report.advance
+        total, hits, last = 0, 0, source.batches_per_epoch - 1
+        for i, (x, y, t, w) in enumerate(source.batches(order)):
+            if begins:
+                logs = {"size": x.shape[0]}
+                for cb in begins:
+                    cb.on_train_batch_begin(i, logs)
+            loss, h = engine.train_step(model.as_inputs(x), y, t, opt, w)
+            total = total + loss
+            if h is not None:
+                hits = hits + h
+            advance()
+            if ends:
+                logs = BatchLogs(model, loss, x.shape[0], None if w is None else w.sum(),
+                                 y.shape[1])
+                for cb in ends:
+                    cb.on_train_batch_end(i, logs)
+            if self.stop_training and i < last:
+                return total, hits, source.count(order, i + 1)
+        return total, hits, self._count
+
+
+class BatchLogs(Mapping):
+    """What ``on_train_batch_end`` gets: ``size`` (the batch's rows) and
+    ``loss``, the batch's reduced loss as a Python float, read from the
+    device only when a hook asks for it (one host sync per read batch):
+    read it in the hook, not later."""
+
+    def __init__(self, model, total, size, weight, k):
+        self._model, self._total, self._weight, self._k = model, total, weight, k
+        self._values = {"size": size}
+
+    def __getitem__(self, key):
+        if key == "loss" and key not in self._values:
+            m = self._model
+            count = self._values["size"] if self._weight is None else self._weight
+            self._values["loss"] = float(self._total) * float(
+                m.loss_fn.scale(m.reduction, count, self._k))
+        return self._values[key]
+
+    def __contains__(self, key):                # without reading the loss
+        return key in ("size", "loss")
+
+    def __iter__(self):
+        return iter(("size", "loss"))
+
+    def __len__(self):
+        return 2
+
+
+def _overrides(cb, hook):
+    return getattr(type(cb), hook) is not getattr(callbacks_.Callback, hook)
+
+
+# --- batch sources ------------------------------------------------------------------------
+
+class BatchSource:
+    """Where an epoch's batches come from: ``order()`` draws an epoch's
+    order (from ``model.rng``), ``batches(order)`` yields its batches as
+    (x, y, targets, weights) (reused buffers: valid until the next one),
+    ``whole(order, engine, optimizer)`` runs it in one engine call or
+    returns None, and ``count(order, k)`` is what the mean of its first
+    ``k`` batches divides by (rows, or their weights' sum)."""
+
+    def __init__(self, model, data, bs, shuffle):
+        self.model, self.data, self.bs, self.shuffle = model, data, bs, shuffle
+        self.n = data.x.shape[0]
+        self.batches_per_epoch = math.ceil(self.n / bs)
+        # Shuffled batches are gathered into buffers made once. Copying the whole
+        # shuffled set per epoch into a fresh array cost up to 0.4 s of page faults
+        # per MNIST epoch here; a batch buffer stays in cache. Compact (integer)
+        # inputs are gathered into a buffer of the model's dtype, cast and scaled on
+        # the way: never converted whole.
+        x = data.x
+        self.bufs = ([None if a is None else model.backend.xp.empty(
+                      (bs,) + a.shape[1:], model.dtype if a is x else a.dtype) for a in data]
+                     if shuffle else None)
+
+    def order(self):
+        raise NotImplementedError
+
+    def batches(self, order):
+        raise NotImplementedError
+
+    def count(self, order, k):
+        raise NotImplementedError
+
+    def whole(self, order, engine, optimizer):
+        return None
+
+    def close(self):
+        """Release what the source holds (a reader thread)."""
+
+    def _split(self, arrays, perm):
+        n, bs, bufs = arrays[0].shape[0], self.bs, self.bufs
+        be, scale = self.model.backend, self.model.input_scale
+        for s in range(0, n, bs):
+            yield _rows(be, arrays, perm, bufs, s, min(s + bs, n), scale)
+
+
+class InMemory(BatchSource):
+    """Rows on the device: one permutation per epoch (or row order without
+    shuffling), batches gathered through it."""
+
+    def order(self):
+        m = self.model
+        return m.backend.asarray(m.rng.permutation(self.n)) if self.shuffle else None
+
+    def batches(self, order):
+        return self._split(self.data, order)
+
+    def count(self, order, k):
+        rows, w = min(k * self.bs, self.n), self.data.weights
+        if w is None:
+            return rows
+        return float(w[:rows].sum() if order is None else w[order[:rows]].sum())
+
+
+class WholeEpoch(InMemory):
+    """:class:`InMemory`, but each epoch is first offered to the engine in one
+    call, which takes the permutation itself (it declines with None)."""
+
+    def whole(self, order, engine, optimizer):
+        x, y, t, w = self.data
+        return engine.train_epoch(x, y, t, order, optimizer, w)
+
+
+class Streamed(BatchSource):
+    """Streamed inputs: chunks of consecutive rows in a random order, each
+    chunk's rows shuffled within it, read, checked and moved a chunk ahead
+    on another thread (see :mod:`fastmlp.stream`)."""
+
+    def __init__(self, model, data, bs, shuffle):
+        super().__init__(model, data, bs, shuffle)
+        self.rows = stream_.chunk_rows(data.x, bs)
+        self.loader = stream_.Prefetch(lambda span: _load(model, data.x, *span))
+        self._perm = None
+
+    def order(self):
+        starts = list(range(0, self.n, self.rows))
+        if self.shuffle:
+            starts = [starts[i] for i in self.model.rng.permutation(len(starts))]
+        return starts
+
+    def batches(self, order):
+        m, n = self.model, self.n
+        for (lo, hi), xc in self.loader.run([(s, min(s + self.rows, n)) for s in order]):
+            arrays = (xc,) + tuple(None if a is None else a[lo:hi] for a in self.data[1:])
+            perm = m.backend.asarray(m.rng.permutation(hi - lo)) if self.shuffle else None
+            self._perm = perm
+            yield from self._split(arrays, perm)
+
+    def count(self, order, k):
+        w, total = self.data.weights, 0
+        for lo in order:
+            hi = min(lo + self.rows, self.n)
+            full = math.ceil((hi - lo) / self.bs)
+            rows = hi - lo if k >= full else k * self.bs
+            if w is None:
+                total += rows
+            else:                      # a chunk cut short is the last one read
+                part = w[lo:hi]
+                total += float(part.sum() if rows == hi - lo else part[:rows].sum()
+                               if self._perm is None else part[self._perm[:rows]].sum())
+            k -= full
+            if k <= 0:
+                return total
+        return total
+
+    def close(self):
+        self.loader.close()
+
+
+def _rows(be, arrays, perm, bufs, lo, hi, scale):
+    """Rows lo:hi of each array (None stays None), in the order ``perm`` gives
+    when shuffling, gathered into the front of ``bufs`` (compact inputs cast
+    and multiplied by ``scale`` on the way)."""
+    if perm is None:
+        return tuple(None if a is None else a[lo:hi] for a in arrays)
+    idx = perm[lo:hi]
+    return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo], scale)
+                 for a, buf in zip(arrays, bufs))
+
+
+class BadChunk(ValueError):
+    """Streamed inputs that failed their check (or could not be read) mid-run."""
+
+
+def _load(model, x, lo, hi):
+    """Rows lo:hi of streamed inputs, read, checked and on the device."""
+    try:
+        return model.prepare(x.read(lo, hi)).x
+    except (ValueError, OSError) as e:
+        raise BadChunk(f"rows {lo}:{hi} of x: {e}") from None
+
+
+# --- divergence ---------------------------------------------------------------------------
+
+class _Snapshot:
+    """A device copy of the parameters and the optimizer's state (and step
+    count) at the end of the last finite epoch, refreshed in place."""
+
+    def __init__(self, model, opt):
+        self.params = model.params.copy()
+        self.state = {k: a.copy() for k, a in opt.state_arrays().items()}
+        self.t, self.epoch = opt.t, None         # None: the start of this run
+
+    def take(self, model, opt, epoch):
+        self.params[...] = model.params
+        for k, a in opt.state_arrays().items():
+            self.state[k][...] = a
+        self.t, self.epoch = opt.t, epoch
+
+    def restore(self, model, opt):
+        # in place: engines and the optimizer keep references to these arrays
+        model.params[...] = self.params
+        for k, a in opt.state_arrays().items():
+            a[...] = self.state[k]
+        opt.t = self.t
+
+
+def _diverged(epoch, loss, good_epoch, lr):
+    what = ("the weights became non-finite" if math.isfinite(loss)
+            else f"the training loss became {loss}")
+    since = ("the start of this fit" if good_epoch is None
+             else f"the end of epoch {good_epoch}")
+    return (f"training diverged in epoch {epoch}: {what}; the weights and optimizer state "
+            f"from {since} were restored. Lower the learning rate (lr={lr:g}), scale the "
+            "inputs (and regression targets) to unit variance, or clip extreme values")
+
+
+def _prefixed(prefix, logs):
+    return {prefix + k: v for k, v in logs.items()}
