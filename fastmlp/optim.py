@@ -49,11 +49,22 @@ class Form:
         return dict(self.hyper).get(name, default)
 
 
+#: the attributes that change an optimizer's Form (its config's keys)
+_HYPERPARAMETERS = frozenset({"lr", "weight_decay", "momentum", "nesterov", "eps", "betas",
+                              "alpha"})
+
+
 class Optimizer:
     """Base class: hyperparameters, per-parameter state slots and the step count."""
 
     name = None
     slots = ()
+    _form = None
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _HYPERPARAMETERS:         # a new rate or decay: a new Form, made when asked
+            object.__setattr__(self, "_form", None)
 
     def __init__(self, lr, weight_decay=0.0):
         #: a learning-rate schedule (``schedule(epoch) -> lr``, see
@@ -98,21 +109,26 @@ class Optimizer:
 
     @property
     def form(self):
-        """This update's :class:`Form`: kind, learning rate and hyperparameters."""
-        hyper = tuple((k, v) for k, v in self.config().items() if k != "lr")
-        return Form(self.name, self.lr, hyper)
+        """This update's :class:`Form`: kind, learning rate and hyperparameters
+        (one object until one of them changes: engines may cache by identity)."""
+        form = self._form
+        if form is None:
+            hyper = tuple((k, v) for k, v in self.config().items() if k != "lr")
+            form = self._form = Form(self.name, self.lr, hyper)
+        return form
 
-    def step(self, params, grads, *, run=None, steps=1):
+    def step(self, params, grads, *, run=None, args=(), steps=1):
         """Update each array of ``params`` in place from ``grads``, and count it.
 
         ``run``, from a step engine that runs this update itself (as its
-        :attr:`form` allows), replaces the update: it is called once and
-        applies ``steps`` updates to ``params``; its result is returned.
+        :attr:`form` allows), replaces the update: ``run(*args)`` is called
+        once and applies ``steps`` updates to ``params``; its result is
+        returned.
         """
         if self.state is None:
             raise RuntimeError(f"{self!r}.init(params, ops) must be called before step()")
         if run is not None:
-            out = run()
+            out = run(*args)
             self.t += steps
             return out
         self.t += 1

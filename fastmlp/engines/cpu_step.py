@@ -47,6 +47,8 @@ class CpuStepEngine(Engine):
         self._layout = scratch_layout
         self._work, self._rows = None, 0
         self._scales = {}              # rows -> loss scale, as a Python float
+        self._form, self._lr = None, None     # the last optimizer form seen, its folded rate
+        self._updated = [bufs.params]
 
     @property
     def scratch_nbytes(self):
@@ -85,29 +87,33 @@ class CpuStepEngine(Engine):
         total, hits = self._step(*self._args(x, y, targets, weights, 0.0))
         return total, (hits if targets is not None else None)
 
+    def _folded_lr(self, form):
+        """:func:`_folded_lr`, remembered for the last form seen (an optimizer
+        makes one form until a hyperparameter changes)."""
+        if form is not self._form:
+            self._form, self._lr = form, _folded_lr(form)
+        return self._lr
+
     def train_step(self, x, y, targets, optimizer, weights=None):
-        lr = _folded_lr(optimizer.form)
+        lr = self._folded_lr(optimizer.form)
         if lr is None:
             return super().train_step(x, y, targets, optimizer, weights)
-
-        def step():                      # the update folded into the weight-gradient GEMMs
-            total, hits = self._step(*self._args(x, y, targets, weights, lr))
-            return total, (hits if targets is not None else None)
-        return optimizer.step([self.bufs.params], None, run=step)
+        # the update folded into the weight-gradient GEMMs: the optimizer counts it
+        total, hits = optimizer.step(self._updated, None, run=self._step,
+                                     args=self._args(x, y, targets, weights, lr))
+        return total, (hits if targets is not None else None)
 
     def train_epoch(self, x, y, targets, order, optimizer, weights=None):
-        lr = _folded_lr(optimizer.form)
+        lr = self._folded_lr(optimizer.form)
         # with weights, a mean over one sample divides by that sample's weight: the step loop
         if lr is None or self.case.batch_size != 1 or weights is not None \
                 or x.dtype != self.net.dtype:        # compact inputs: the step loop casts them
             return None
         x, y, ids, _, *rest = self._args(x, y, targets, None, lr, n=1)
         order = _NO_IDS if order is None else order.astype(np.int64, copy=False)
-
-        def epoch():
-            total, hits = self._epoch(x, y, ids, order, *rest)
-            return total, (hits if targets is not None else None)
-        return optimizer.step([self.bufs.params], None, run=epoch, steps=x.shape[0])
+        total, hits = optimizer.step(self._updated, None, run=self._epoch,
+                                     args=(x, y, ids, order, *rest), steps=x.shape[0])
+        return total, (hits if targets is not None else None)
 
 
 def _folded_lr(form):
