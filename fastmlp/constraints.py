@@ -166,7 +166,10 @@ def check(name, value, *constraints):
     for c in found:
         if c.fits(value):
             kind_ok = True
-            v = c.normalise(value)
+            try:
+                v = c.normalise(value)
+            except OverflowError:          # an int beyond float's range: out of any interval
+                continue
             if c.holds(v):
                 return v
     error = ValueError if kind_ok else TypeError

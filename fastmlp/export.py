@@ -60,9 +60,12 @@ takes float64 inputs, unless ``dtype="float32"`` casts the parameters.
 """
 
 
+from numbers import Integral
+
 import numpy as np
 
 from fastmlp import atomic
+from fastmlp.constraints import Interval, check
 from fastmlp.kernels.losses import SIGMOID_HEAD, SOFTMAX
 
 __all__ = ["state_dict", "to_torch", "onnx", "LAYOUTS", "ONNX_OUTPUTS", "MIN_OPSET"]
@@ -188,8 +191,7 @@ def _check_onnx_args(model, output, opset, dtype):
     if output == "probabilities" and not classifier:
         raise ValueError(f"output='probabilities' needs a classification loss; this model's "
                          f"loss is {model.loss!r}: use output='predictions' or 'logits'")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    check("opset", opset, Interval(Integral, MIN_OPSET))
     if dtype is None:
         return output, model.dtype
     try:

@@ -1,8 +1,11 @@
 """Backprop checked against central finite differences, in float64."""
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
+
+from fastmlp.constraints import Interval, check
 
 
 @dataclass
@@ -36,9 +39,7 @@ def gradcheck(model, x, y, eps=1e-5, tol=1e-6, floor=1e-8, max_checks=None, seed
     """
     from fastmlp.model import MLP
 
-    if max_checks is not None and (isinstance(max_checks, bool) or not isinstance(max_checks, int)
-                                   or max_checks < 1):
-        raise ValueError(f"max_checks must be None or a positive integer, got {max_checks!r}")
+    max_checks = check("max_checks", max_checks, None, Interval(Integral, 1))
     # engine "auto": the check's own batch may not suit an engine the model was told to use
     m = MLP(**{**model.config(), "dtype": "float64", "dropout": 0.0}, device=model.backend,
             engine="auto")

@@ -132,6 +132,8 @@ class EpochLoop:
         for cb in self.callbacks:
             if hasattr(cb, "close"):
                 cb.close()
+            cb.loop = None          # the loop holds the data and snapshots: let them go
+        self._start = self._last_good = None
 
     def run(self, epochs):
         """Run ``epochs`` epochs, fewer when training stops (a callback, or

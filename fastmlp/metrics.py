@@ -19,6 +19,7 @@ tries every metric on a few rows before training, so one that cannot work
 fails before the model changes. Sample weights weight every built-in.
 """
 
+import warnings
 from abc import ABC, abstractmethod
 from numbers import Integral
 
@@ -51,7 +52,7 @@ class Accuracy(Metric):
         if data.targets is None:
             raise ValueError(f"accuracy needs a classification loss; this model's is "
                              f"{model.loss!r}")
-        hit = model.loss_fn.predict(z) == data.targets       # per output for binary
+        hit = model.loss_fn.head.predict(z) == data.targets       # per output for binary
         return hit.astype(model.dtype) if hit.ndim == 1 else hit.mean(axis=1, dtype=model.dtype)
 
 
@@ -142,18 +143,30 @@ def check(model, metrics):
             raise ValueError(f"metric {m.name!r} needs loss='cross_entropy'")
 
 
+class _BadResult(ValueError):
+    """A metric gave something that is not a score."""
+
+
 def trial(model, data, metrics):
     """Score ``metrics`` on ``data`` (a few prepared rows) before training, so
     that one that cannot work (a function of the wrong signature, or one that
     gives neither a number nor one value per sample) raises now, TypeError or
-    ValueError naming it, and not after an epoch has changed the model."""
+    ValueError naming it, and not after an epoch has changed the model.
+
+    Other errors (and warnings) on these few rows are not the metric's fault
+    (scikit-learn's scores refuse a sample of one class, say): the whole
+    data decides, after the first epoch."""
     for m in metrics:
         try:
-            scores(model, data, [m])
-        except Exception as e:          # whatever a user's function raises
-            kind = ValueError if isinstance(e, ValueError) else TypeError
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scores(model, data, [m])
+        except (TypeError, _BadResult) as e:
+            kind = TypeError if isinstance(e, TypeError) else ValueError
             raise kind(f"metric {m.name!r} failed on {data.x.shape[0]} samples before "
                        f"training: {type(e).__name__}: {e}") from e
+        except Exception:               # the data's fault, maybe: see above
+            pass
 
 
 def scores(model, data, metrics):
@@ -167,9 +180,13 @@ def scores(model, data, metrics):
     for m in metrics:
         v = m.per_sample(model, z, out, data)
         if getattr(v, "ndim", 0) == 0:
-            found[m.name] = float(v)
+            try:
+                found[m.name] = float(v)
+            except (TypeError, ValueError):
+                raise _BadResult(f"metric {m.name!r} must give a number or one value per "
+                                 f"sample ({n},), got {v!r}") from None
         elif tuple(v.shape) != (n,):
-            raise ValueError(f"metric {m.name!r} must give a number or one value per sample "
+            raise _BadResult(f"metric {m.name!r} must give a number or one value per sample "
                              f"({n},), got shape {tuple(v.shape)}")
         elif w is None:
             found[m.name] = float(xp.mean(v))

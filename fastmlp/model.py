@@ -11,7 +11,6 @@ second buffer (``grads``). How a step runs is a step engine's business
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -139,23 +138,22 @@ class MLP:
                  input_scale: float = 1.0) -> None:
         self.sizes = _check_sizes(sizes)
         spec = activations.get(activation)
-        self.activation = spec.name
-        self.loss_fn = losses.get(loss, reduction)
-        if self.loss_fn is losses.CROSS_ENTROPY and self.sizes[-1] < 2:
+        loss_fn = losses.get(loss, reduction)
+        if loss_fn is losses.CROSS_ENTROPY and self.sizes[-1] < 2:
             raise ValueError("cross_entropy needs at least 2 outputs; for one output use "
                              "loss='binary_cross_entropy'")
-        self.reduction = reduction
         self.init = _check_init(init, spec)
         self.dtype = _check_dtype(dtype)
-        self.dropout = _check_dropout(dropout, len(self.sizes) - 2)
+        dropout = _check_dropout(dropout, len(self.sizes) - 2)
         self.bias = check("bias", bias, Boolean())
         self.seed = check("seed", seed, None, Interval(Integral, 0))
         self.engine = engines.check_name(engine)
         self.input_scale = check("input_scale", input_scale, Interval(Real, 0, closed="neither"))
         kernels = check("kernels", kernels, Options(*KERNEL_PATHS))
         self.layout = Layout(self.sizes, self.bias)
-        #: what step engines know of this network (immutable)
-        self.net = Net(self.layout, spec, self.loss_fn, self.reduction, self.dtype, self.dropout)
+        #: what step engines know of this network (immutable: ``activation``,
+        #: ``loss_fn``, ``reduction`` and ``dropout`` read it)
+        self.net = Net(self.layout, spec, loss_fn, reduction, self.dtype, dropout)
         self.optimizer = None
         self.step_path = None
         self.backend = get_backend(device)
@@ -194,8 +192,27 @@ class MLP:
 
     @dropout_rng.setter
     def dropout_rng(self, gen):
-        self.buffers = dataclasses.replace(self.buffers, dropout_rng=gen)
-        self._engines = {}
+        self.buffers.dropout_rng = gen        # in place: engines (and a running fit) share it
+
+    @property
+    def activation(self) -> str:
+        """The hidden activation's name (fixed at construction)."""
+        return self.net.activation.name
+
+    @property
+    def loss_fn(self) -> losses.Loss:
+        """The loss spec (``fastmlp.kernels.losses``; fixed at construction)."""
+        return self.net.loss
+
+    @property
+    def reduction(self) -> str:
+        """"mean" or "sum" (fixed at construction)."""
+        return self.net.reduction
+
+    @property
+    def dropout(self) -> tuple:
+        """The dropout rate after each hidden layer (fixed at construction)."""
+        return self.net.dropout
 
     @property
     def loss(self) -> str:

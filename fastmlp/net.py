@@ -4,7 +4,9 @@ model object itself.
 
 The model makes one :class:`Net` when it is built (architecture and loss do
 not change afterwards) and one :class:`Buffers` each time its parameters are
-placed on a device (at build time and by ``to``).
+placed on a device (at build time and by ``to``); setting the model's
+``dropout_rng`` changes that generator in its Buffers, which the engines
+share.
 """
 
 from dataclasses import dataclass, field
@@ -46,12 +48,13 @@ class Net:
         return self.loss.scale(self.reduction, count, self.sizes[-1])
 
 
-@dataclass(frozen=True)
+@dataclass
 class Buffers:
     """What an engine may touch: the ``backend`` (device, ``xp``), the op
     table ``ops``, the flat ``params`` and ``grads`` buffers and their
     per-layer views (``weights``, ``biases``; ``grad_weights``,
-    ``grad_biases``), and the device ``dropout_rng``."""
+    ``grad_biases``), and the device ``dropout_rng`` (the one field that
+    may be replaced: engines read it at each step)."""
 
     backend: object
     ops: object
@@ -65,7 +68,5 @@ class Buffers:
     grad_biases: list = field(init=False, repr=False)
 
     def __post_init__(self):
-        for names, flat in ((("weights", "biases"), self.params),
-                            (("grad_weights", "grad_biases"), self.grads)):
-            for name, views in zip(names, self.layout.views(flat)):
-                object.__setattr__(self, name, views)
+        self.weights, self.biases = self.layout.views(self.params)
+        self.grad_weights, self.grad_biases = self.layout.views(self.grads)

@@ -113,7 +113,8 @@ class Optimizer:
         (one object until one of them changes: engines may cache by identity)."""
         form = self._form
         if form is None:
-            hyper = tuple((k, v) for k, v in self.config().items() if k != "lr")
+            hyper = tuple((k, tuple(v) if isinstance(v, list) else v)   # hashable: betas
+                          for k, v in self.config().items() if k != "lr")
             form = self._form = Form(self.name, self.lr, hyper)
         return form
 

@@ -21,7 +21,8 @@ for relu, Glorot otherwise, zero biases); ``alpha`` decays the biases too
 (by alpha / batch size per step: far below anything measurable); a binary
 classifier has two softmax outputs (``coefs_[-1]`` has 2 columns and
 ``n_outputs_`` is 2), not one logistic unit; ``class_weight="balanced"`` is
-refused by ``partial_fit`` (each chunk would be balanced on its own).
+refused by ``partial_fit`` (each chunk would be balanced on its own);
+``momentum`` must be below 1 (a velocity that never decays).
 scikit-learn is imported here only: ``import fastmlp`` does not need it.
 """
 
@@ -79,7 +80,7 @@ _PARAMETER_CONSTRAINTS = {
     "alpha": [_AT_LEAST_0],
     "learning_rate_init": [Interval(Real, 0, closed="neither")],
     "tol": [_AT_LEAST_0],
-    "momentum": [Interval(Real, 0, 1)],
+    "momentum": [Interval(Real, 0, 1, closed="left")],     # 1 never decays: optim.SGD refuses it
     "validation_fraction": [_FRACTION],
     "power_t": [_AT_LEAST_0],
     "epsilon": [Interval(Real, 0, closed="neither")],

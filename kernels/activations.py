@@ -10,7 +10,8 @@ An :class:`Activation` spec holds, for one activation:
   and inlines into every fused CPU loop (``cpu_math.act`` dispatches on
   ``code``, a switch generated from :data:`ACTIVATIONS`); the constants come
   in typed (``zero``, ``one``, ``floor``) so that float32 stays float32;
-- ``device``: the GPU implementation (a slot: filled by the Warp kernels);
+- ``device``: the GPU implementation (a slot, None until the GPU kernels are
+  written in Warp);
 - what the rest of fastmlp needs to know: the default weight ``init``, the
   PyTorch module and ONNX operator that export it (None: nothing to emit),
   scikit-learn's name for it, and the dtypes whose fused CPU forward pass

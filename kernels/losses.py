@@ -9,7 +9,8 @@ A :class:`Loss` spec holds, for one loss:
 - ``cpu``: the fused CPU implementation, as plain Python that Numba compiles
   (``cpu_math.LOSS_KERNELS``): ``(z, y, ids, w, d, scale, grad) -> (loss sum,
   hits)``; None where the reference is used;
-- ``device``: the GPU implementation (a slot: filled by the Warp kernels);
+- ``device``: the GPU implementation (a slot, None until the GPU kernels are
+  written in Warp);
 - its :class:`Head`, what the logits mean: the output activation, the
   targets that hits compare with, predictions, and what exports emit;
 - ``per_sample``: a ``"mean"`` divides by N (cross-entropy, whose
@@ -218,18 +219,6 @@ class Loss:
     def classifier(self):
         """Whether accuracy and probabilities apply."""
         return self.head.classifier
-
-    def targets(self, y):
-        """The head's :meth:`Head.targets`."""
-        return self.head.targets(y)
-
-    def hits(self, z, t, weights=None):
-        """The head's :meth:`Head.hits`."""
-        return self.head.hits(z, t, weights)
-
-    def predict(self, z):
-        """The head's :meth:`Head.predict`."""
-        return self.head.predict(z)
 
     def value(self, xp, z, y, scale=None, weights=None):
         """The reference loss: the (weighted) sum of the terms; with ``scale``,

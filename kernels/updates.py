@@ -6,7 +6,8 @@ array from its gradient and state (in place):
 - ``reference``: plain ``xp`` calls (NumPy or CuPy), the ground truth;
 - ``cpu``: a loop over the flat arrays, plain Python that Numba compiles
   (``cpu_ops.py``); None where the reference is used;
-- ``device``: the GPU implementation (a slot: filled by the Warp kernels).
+- ``device``: the GPU implementation (a slot, None until the GPU kernels are
+  written in Warp).
 
 The op tables (``ops.sgd``, ``ops.adam``, ...) dispatch to these; the
 optimizers (``fastmlp.optim``) own the state and the step count. A step

@@ -167,14 +167,14 @@ def test_onnx_bad_output(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"opset": 11}, "opset must be an integer >= 13"),
-    ({"opset": "17"}, "opset must be an integer"),
-    ({"dtype": "float16"}, "dtype must be None"),
-    ({"dtype": "nonsense"}, "dtype must be None"),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"opset": 11}, ValueError, "opset must be an integer >= 13"),
+    ({"opset": "17"}, TypeError, "opset must be an integer"),
+    ({"dtype": "float16"}, ValueError, "dtype must be None"),
+    ({"dtype": "nonsense"}, ValueError, "dtype must be None"),
 ])
-def test_onnx_bad_arguments(tmp_path, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_onnx_bad_arguments(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
         export.onnx(make(), tmp_path / "m.onnx", **kwargs)
     assert list(tmp_path.iterdir()) == []
 

@@ -52,7 +52,7 @@ class Engine(ABC):
 
     Every method takes device arrays as :meth:`fastmlp.MLP.prepare` makes
     them: ``x`` (n, n_in), dense targets ``y`` (n, K) in the model's dtype,
-    ``targets`` (what ``loss_fn.hits`` compares with, or None: no hit
+    ``targets`` (what ``loss.head.hits`` compares with, or None: no hit
     count) and ``weights`` (n,), per-sample weights, or None. ``loss`` is
     the summed, unreduced loss and ``hits`` a count, both weighted, either
     as device scalars or Python numbers; a mean reduction divides by the
