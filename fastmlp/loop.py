@@ -35,6 +35,7 @@ import contextlib
 import math
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from fastmlp import callbacks as callbacks_
@@ -265,7 +266,7 @@ def _overrides(cb, hook):
 
 # --- batch sources ------------------------------------------------------------------------
 
-class BatchSource:
+class BatchSource(ABC):
     """Where an epoch's batches come from: ``order()`` draws an epoch's
     order (from ``model.rng``), ``batches(order)`` yields its batches as
     (x, y, targets, weights) (reused buffers: valid until the next one),
@@ -287,19 +288,22 @@ class BatchSource:
                       (bs,) + a.shape[1:], model.dtype if a is x else a.dtype) for a in data]
                      if shuffle else None)
 
+    @abstractmethod
     def order(self):
-        raise NotImplementedError
+        """This epoch's order of the rows (None: as they are)."""
 
+    @abstractmethod
     def batches(self, order):
-        raise NotImplementedError
+        """The epoch's batches, (x, y, targets, weights) each."""
 
+    @abstractmethod
     def count(self, order, k):
-        raise NotImplementedError
+        """What the mean of the first ``k`` batches divides by."""
 
     def whole(self, order, engine, optimizer):
         return None
 
-    def close(self):
+    def close(self):  # noqa: B027  (most sources hold nothing to release)
         """Release what the source holds (a reader thread)."""
 
     def _split(self, arrays, perm):
