@@ -158,10 +158,16 @@ assert [a.code for a in ACTIVATIONS.values()] == list(range(len(ACTIVATIONS)))
 def get(name):
     """The :class:`Activation` called ``name`` (a spec passes through);
     TypeError / ValueError listing the choices otherwise."""
-    if isinstance(name, Activation):
+    return lookup("activation", name, ACTIVATIONS, Activation)
+
+
+def lookup(what, name, table, kind):
+    """``table[name]``, or ``name`` itself when it is a ``kind`` (a spec);
+    TypeError for what is not a string, ValueError listing the choices."""
+    if isinstance(name, kind):
         return name
     if not isinstance(name, str):
-        raise TypeError(f"activation must be a string, got {type(name).__name__}")
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}: choose one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
+        raise TypeError(f"{what} must be a string, got {type(name).__name__}")
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}: choose one of {sorted(table)}")
+    return table[name]

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .activations import SIGMOID
+from .activations import SIGMOID, lookup
 from .scalar import fast_exp
 
 REDUCTIONS = ("mean", "sum")
@@ -272,10 +272,4 @@ def get(name, reduction="mean"):
     ValueError for an unknown name or reduction."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}: choose one of {list(REDUCTIONS)}")
-    if isinstance(name, Loss):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(f"loss must be a string, got {type(name).__name__}")
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}: choose one of {sorted(LOSSES)}")
-    return LOSSES[name]
+    return lookup("loss", name, LOSSES, Loss)
