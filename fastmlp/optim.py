@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from numbers import Real
 
 from fastmlp.constraints import Boolean, Interval, check
+from fastmlp.kernels import updates
 
 
 def check_number(name, value, lo, hi=None, lo_open=False):
@@ -177,8 +178,10 @@ class SGD(Optimizer):
     def config(self):
         return {**super().config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
+    slots = updates.SGD.slots
+
     def _active_slots(self):
-        return ("velocity",) if self.momentum else ()
+        return self.slots if self.momentum else ()
 
     def _update(self, p, g, st):
         self.ops.sgd(p, g, st.get("velocity"), self.lr, self.momentum, self.nesterov,
@@ -189,7 +192,7 @@ class AdaGrad(Optimizer):
     """AdaGrad: per-coordinate steps shrink with the sum of squared gradients."""
 
     name = "adagrad"
-    slots = ("sum_sq",)
+    slots = updates.ADAGRAD.slots
 
     def __init__(self, lr=0.01, eps=1e-10, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -206,7 +209,7 @@ class RMSprop(Optimizer):
     """RMSprop: steps scaled by a running mean of squared gradients."""
 
     name = "rmsprop"
-    slots = ("mean_sq",)
+    slots = updates.RMSPROP.slots
 
     def __init__(self, lr=0.001, alpha=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(lr, weight_decay)
@@ -224,7 +227,7 @@ class Adam(Optimizer):
     """Adam with bias correction; ``weight_decay`` is L2 added to the gradient."""
 
     name = "adam"
-    slots = ("m", "v")
+    slots = updates.ADAM.slots
     decoupled = False
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
