@@ -117,19 +117,13 @@ def write(path, data):
 
 
 def _mode_for(target):
-    """The permission bits the new file gets (PermissionError if ``open`` would refuse)."""
+    """The permission bits the new file gets: the old file's, or what a plain
+    ``open()`` would give under the umask (:func:`check_target` has already
+    refused what ``open`` would)."""
     try:
-        st = os.stat(target)
+        return stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
-        folder = os.path.dirname(target)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(2, "the directory does not exist", folder) from None
         return 0o666 & ~_umask()
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(21, "it is a directory")
-    if not os.access(target, os.W_OK):
-        raise PermissionError(13, "the file is read-only")
-    return stat.S_IMODE(st.st_mode)
 
 
 def _umask():
