@@ -18,7 +18,7 @@ from fastmlp.kernels.reference import ReferenceOps
 log = logging.getLogger("fastmlp")
 
 #: kernel paths a model can ask for: "auto" takes the fastest the device has.
-KERNEL_PATHS = ("auto", "fused", "reference")
+KERNEL_PATHS = ("auto", "fused", "reference", "warp")
 _CUDA_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
               '(or "fastmlp[cuda12]"), or pass device="cpu"')
 _backends = {}
@@ -46,11 +46,17 @@ class Backend:
     def ops_for(self, kernels="auto"):
         """The op table of a kernel path: "reference" (plain xp, the ground
         truth), "fused" (Numba kernels: ``kernels/cpu_ops.py`` or ``kernels/cuda.py``;
-        the reference table when Numba is missing) or "auto" (the fastest
-        measured on this kind of device: fused on the CPU; on CUDA the
-        reference table until the fused one has been measured on a GPU)."""
+        the reference table when Numba is missing), "warp" (NVIDIA Warp kernels,
+        ``kernels/warp_ops.py``, on either device: ImportError without
+        warp-lang) or "auto" (the fastest measured on this kind of device:
+        fused on the CPU; on CUDA the reference table until the fused one has
+        been measured on a GPU)."""
         if kernels not in KERNEL_PATHS:
             raise ValueError(f"unknown kernels {kernels!r}: choose one of {list(KERNEL_PATHS)}")
+        if kernels == "warp":
+            if "warp" not in self._tables:
+                self._tables["warp"] = _warp_ops(self.xp)
+            return self._tables["warp"]
         if kernels == "reference" or (kernels == "auto" and self.is_cuda):
             return self._tables["reference"]
         if self._fused is None:
@@ -166,6 +172,16 @@ def _cpu_ops():
         log.warning("Numba is unavailable (%s): using the reference kernels", e)
         return None
     return CpuOps()
+
+
+def _warp_ops(xp):
+    # warp costs ~0.3 s to import and builds its module on first use: only when asked for
+    try:
+        from fastmlp.kernels.warp_ops import WarpOps
+    except ImportError as e:
+        raise ImportError(f'kernels="warp" needs NVIDIA Warp ({e}): '
+                          'pip install "fastmlp[warp]"') from e
+    return WarpOps(xp)
 
 
 def _cuda_ops(xp):

@@ -10,8 +10,9 @@ An :class:`Activation` spec holds, for one activation:
   and inlines into every fused CPU loop (``cpu_math.act`` dispatches on
   ``code``, a switch generated from :data:`ACTIVATIONS`); the constants come
   in typed (``zero``, ``one``, ``floor``) so that float32 stays float32;
-- ``device``: the GPU implementation (a slot, None until the GPU kernels are
-  written in Warp);
+- ``device``: the maths that NVIDIA Warp compiles for the GPU (and for the
+  CPU in CI): by default the same scalar functions as ``cpu``, which
+  ``warp_ops.device_func`` hands to Warp with Warp's ``exp`` and ``tanh``;
 - what the rest of fastmlp needs to know: the default weight ``init``, the
   PyTorch module and ONNX operator that export it (None: nothing to emit),
   scikit-learn's name for it, and the dtypes whose fused CPU forward pass
@@ -25,7 +26,7 @@ leaves: nothing here imports fastmlp (or Numba).
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from .scalar import fast_exp
 
@@ -48,7 +49,11 @@ class Activation:
     onnx: Optional[str]
     sklearn: str
     cpu_fused: tuple = ("float32", "float64")
-    device: Optional[Callable] = None
+    device: Optional[tuple] = None
+
+    def __post_init__(self):
+        if self.device is None:            # one scalar source for Numba and for Warp
+            object.__setattr__(self, "device", self.cpu)
 
     def forward(self, xp, z):
         """``z <- f(z)`` in place, by the reference maths."""

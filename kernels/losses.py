@@ -9,8 +9,8 @@ A :class:`Loss` spec holds, for one loss:
 - ``cpu``: the fused CPU implementation, as plain Python that Numba compiles
   (``cpu_math.LOSS_KERNELS``): ``(z, y, ids, w, d, scale, grad) -> (loss sum,
   hits)``; None where the reference is used;
-- ``device``: the GPU implementation (a slot, None until the GPU kernels are
-  written in Warp);
+- ``device``: the name of its NVIDIA Warp kernel (``warp_ops.DEVICE``),
+  compiled for the GPU and, in CI, for the CPU;
 - its :class:`Head`, what the logits mean: the output activation, the
   targets that hits compare with, predictions, and what exports emit;
 - ``per_sample``: a ``"mean"`` divides by N (cross-entropy, whose
@@ -213,7 +213,7 @@ class Loss:
     per_sample: bool
     reference: Callable         # terms(xp, z, y, scale) -> per-element losses
     cpu: Optional[Callable] = None
-    device: Optional[Callable] = None
+    device: Optional[str] = None
 
     @property
     def classifier(self):
@@ -258,10 +258,12 @@ class Loss:
 
 
 SOFTMAX, SIGMOID_HEAD, IDENTITY_HEAD = SoftmaxHead(), SigmoidHead(), IdentityHead()
-CROSS_ENTROPY = Loss("cross_entropy", SOFTMAX, True, _cross_entropy, cpu=_cross_entropy_cpu)
-BINARY_CROSS_ENTROPY = Loss("binary_cross_entropy", SIGMOID_HEAD, False, _binary_cross_entropy)
-MSE = Loss("mse", IDENTITY_HEAD, False, _mse)
-L1 = Loss("l1", IDENTITY_HEAD, False, _l1)
+CROSS_ENTROPY = Loss("cross_entropy", SOFTMAX, True, _cross_entropy, cpu=_cross_entropy_cpu,
+                     device="cross_entropy")
+BINARY_CROSS_ENTROPY = Loss("binary_cross_entropy", SIGMOID_HEAD, False, _binary_cross_entropy,
+                            device="elementwise_loss")
+MSE = Loss("mse", IDENTITY_HEAD, False, _mse, device="elementwise_loss")
+L1 = Loss("l1", IDENTITY_HEAD, False, _l1, device="elementwise_loss")
 
 #: every loss by name
 LOSSES = {f.name: f for f in (CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, L1)}

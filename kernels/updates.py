@@ -6,8 +6,8 @@ array from its gradient and state (in place):
 - ``reference``: plain ``xp`` calls (NumPy or CuPy), the ground truth;
 - ``cpu``: a loop over the flat arrays, plain Python that Numba compiles
   (``cpu_ops.py``); None where the reference is used;
-- ``device``: the GPU implementation (a slot, None until the GPU kernels are
-  written in Warp).
+- ``device``: the name of its NVIDIA Warp kernel (``warp_ops.DEVICE``),
+  compiled for the GPU and, in CI, for the CPU.
 
 The op tables (``ops.sgd``, ``ops.adam``, ...) dispatch to these; the
 optimizers (``fastmlp.optim``) own the state and the step count. A step
@@ -30,7 +30,7 @@ class Update:
     slots: tuple
     reference: Callable
     cpu: Optional[Callable] = None
-    device: Optional[Callable] = None
+    device: Optional[str] = None
 
     def __repr__(self):
         return f"<update {self.name}>"
@@ -107,10 +107,10 @@ def _adam_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, b
         p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
 
 
-SGD = Update("sgd", ("velocity",), _sgd, cpu=_sgd_cpu)
-ADAGRAD = Update("adagrad", ("sum_sq",), _adagrad)
-RMSPROP = Update("rmsprop", ("mean_sq",), _rmsprop)
-ADAM = Update("adam", ("m", "v"), _adam, cpu=_adam_cpu)
+SGD = Update("sgd", ("velocity",), _sgd, cpu=_sgd_cpu, device="sgd")
+ADAGRAD = Update("adagrad", ("sum_sq",), _adagrad, device="scaled_sq")
+RMSPROP = Update("rmsprop", ("mean_sq",), _rmsprop, device="scaled_sq")
+ADAM = Update("adam", ("m", "v"), _adam, cpu=_adam_cpu, device="adam")
 
 #: every update by name
 UPDATES = {u.name: u for u in (SGD, ADAGRAD, RMSPROP, ADAM)}

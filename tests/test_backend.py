@@ -87,7 +87,7 @@ def test_import_loads_no_cupy_numba_tqdm_or_kernels():
     tqdm, safetensors or a compiled kernel module: they load when first used."""
     heavy = ["cupy", "numba", "tqdm", "safetensors", "fastmlp.kernels.cpu_ops",
              "fastmlp.kernels.cpu_gemm_step", "fastmlp.kernels.cpu_row_step", "fastmlp.datasets",
-             "sklearn", "fastmlp.sklearn"]
+             "sklearn", "fastmlp.sklearn", "warp", "fastmlp.kernels.warp_ops"]
     code = ("import sys, fastmlp; fastmlp.MLP([3, 2], device='cpu', kernels='reference'); "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -96,7 +96,8 @@ def test_import_loads_no_cupy_numba_tqdm_or_kernels():
 
 
 def test_model_code_has_no_device_branches():
-    """Only backend.py (and kernels/cuda.py) may know about CuPy."""
+    """Only backend.py (and the device kernels, kernels/cuda.py and warp_ops.py)
+    may know about CuPy."""
     import pathlib
     import re
     device_code = re.compile(r"^\s*(import cupy|from cupy|import numba\.cuda"
@@ -105,7 +106,7 @@ def test_model_code_has_no_device_branches():
     package = pathlib.Path(fm.__file__).parent
     kernels = pathlib.Path(fm.kernels.__file__).parent
     for path in [*package.glob("*.py"), *kernels.glob("*.py")]:
-        if path.name not in ("backend.py", "cuda.py"):
+        if path.name not in ("backend.py", "cuda.py", "warp_ops.py"):
             assert not device_code.search(path.read_text()), path.name
 
 

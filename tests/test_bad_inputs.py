@@ -74,7 +74,7 @@ CASES = [
     ("bad learning rate", lambda m: m.fit(X, Y, optimizer="sgd", lr=-1), ValueError, "lr"),
     ("unknown device", lambda m: fm.MLP([4, 3], device="tpu"), ValueError, "unknown device"),
     ("unknown kernels", lambda m: fm.MLP([4, 3], kernels="fast"), ValueError,
-     "kernels must be one of ['auto', 'fused', 'reference'], got 'fast'"),
+     "kernels must be one of ['auto', 'fused', 'reference', 'warp'], got 'fast'"),
     ("unknown engine", lambda m: fm.MLP([4, 3], engine="gpu"), ValueError,
      "unknown engine 'gpu'"),
     ("engine that cannot run the case", lambda m: fm.MLP([4, 8, 3], engine="cpu-rows").fit(X, Y),

@@ -66,6 +66,11 @@ class ScalarOps(ReferenceOps):
 
 
 IMPLS = {"cpu": CpuOps(), "cpu-scalar": ScalarOps()}
+try:                       # the Warp kernels, on Warp's CPU device (the same source as on CUDA)
+    from fastmlp.kernels.warp_ops import WarpOps
+    IMPLS["warp"] = WarpOps(np)
+except ImportError:        # warp-lang is an optional extra
+    WarpOps = None
 
 
 def _has_own(impl, kind, spec, dtype, direction="forward"):
@@ -73,6 +78,8 @@ def _has_own(impl, kind, spec, dtype, direction="forward"):
     to the reference, and there is nothing to compare)."""
     if impl.name == "cpu-scalar":
         return kind == "activation"
+    if impl.name == "warp":
+        return True
     if kind == "activation":
         return direction == "grad" or dtype in spec.cpu_fused
     return spec.cpu is not None
@@ -238,13 +245,34 @@ class _AdamWithoutSecondCorrection(CpuOps):
         # steps after the first: as if bias-corrected with t = 1 (1 - beta2 ** 1)
 
 
+def _perturbed_warp():
+    """The Warp table launching its float64 sigmoid kernel with float32's floor."""
+    if WarpOps is None:
+        return None
+    from fastmlp.kernels import warp_ops
+
+    class _WarpFloat32FloorSigmoid(WarpOps):
+        def bias_act(self, activation, z, b):
+            go = warp_ops._Launch(z)
+            go(warp_ops.bias_act_kernel, z.shape, [go.array(z), go.array(z[0]), 0,
+                                                   activations.get(activation).code,
+                                                   warp_ops.wp.float64(-88.0)])
+            return z
+
+    return _WarpFloat32FloorSigmoid(np)
+
+
 @pytest.mark.parametrize("check, impl, spec, dtype", [
     (check_activation, _Float32FloorSigmoid(), activations.SIGMOID, "float64"),
     (check_loss, _UnshiftedSoftmax(), losses.CROSS_ENTROPY, "float32"),
     (check_loss, _UnshiftedSoftmax(), losses.CROSS_ENTROPY, "float64"),
     (check_update, _AdamWithoutSecondCorrection(), updates.ADAM, "float32"),
-], ids=["sigmoid-floor", "softmax-shift-f32", "softmax-shift-f64", "adam-correction"])
+    (check_activation, _perturbed_warp(), activations.SIGMOID, "float64"),
+], ids=["sigmoid-floor", "softmax-shift-f32", "softmax-shift-f64", "adam-correction",
+        "warp-sigmoid-floor"])
 def test_a_perturbed_implementation_fails_the_grid(check, impl, spec, dtype):
+    if impl is None:
+        pytest.skip("warp-lang is not installed")
     args = (impl, spec, dtype) + (("forward",) if check is check_activation else ())
     with pytest.raises((AssertionError, FloatingPointError)):
         check(*args)

@@ -1,0 +1,399 @@
+"""The op table in NVIDIA Warp: one kernel source that Warp compiles for the
+CPU (LLVM) or for CUDA (NVRTC), on NumPy or CuPy buffers, without a copy.
+
+What each kernel computes is its spec's:
+
+- an activation's forward pass and derivative are the spec's scalar maths
+  (``Activation.device``: by default the same plain Python as
+  ``Activation.cpu``), compiled by Warp as they are by Numba:
+  :func:`device_func` hands Warp the same function with Warp's ``exp``,
+  ``tanh``, ``log`` and ``max`` in place of the CPU ones. The constants come
+  in typed, so float32 kernels do float32 arithmetic;
+- the loss heads (softmax + cross-entropy, sigmoid + binary cross-entropy,
+  MSE, L1) and the optimizer updates are Warp kernels here, twins of the
+  specs' reference maths; each spec's ``device`` slot names its kernel
+  (:data:`DEVICE`), which the op table launches; the tests hold every
+  kernel equal to its reference twin on Warp's CPU device, in both dtypes,
+  tails included.
+
+Every kernel is instantiated for float32 and float64 when this module is
+imported, so that Warp builds the module once (about 10 s the first time on
+the CPU, then from Warp's kernel cache). ``kernels="warp"`` selects this table
+(``MLP(kernels="warp")``); the layer engine then runs every op of a step in
+Warp and only the products in ``xp.matmul``.
+
+On CUDA the kernels run on CuPy's current stream (``cuda_stream`` of
+``wp.Stream``), so they stay ordered with CuPy's own work. That path is
+written but waits for a GPU to be measured; CI runs everything here on
+Warp's CPU device. Importing this module imports ``warp``: only the backend
+does, and only when asked for this table.
+"""
+
+import types
+import typing
+
+import numpy as np
+import warp as wp
+
+from . import activations, losses, updates
+from .reference import ReferenceOps
+
+Any = typing.Any
+if wp.config.log_level == wp.LOG_INFO:   # Warp's default (a caller's own choice stays):
+    wp.config.log_level = wp.LOG_WARNING  # no banner, no line per module load, in a fit
+
+#: what the specs' scalar maths calls, as Warp builtins
+_SCALAR = {"fast_exp": wp.exp, "max": wp.max, "min": wp.min,
+           "math": types.SimpleNamespace(exp=wp.exp, log=wp.log, tanh=wp.tanh, sqrt=wp.sqrt)}
+
+
+def device_func(fn):
+    """``fn`` (a spec's scalar maths: plain Python over scalars) as a Warp
+    function, generic over the float type: the same code with Warp's
+    builtins for ``fast_exp``, ``math.*``, ``max`` and ``min``."""
+    code = fn.__code__
+    f = types.FunctionType(code, {**fn.__globals__, **_SCALAR}, fn.__name__, fn.__defaults__,
+                           fn.__closure__)
+    f.__annotations__ = {name: Any for name in code.co_varnames[:code.co_argcount]}
+    f.__module__, f.__qualname__ = __name__, f"spec{fn.__name__}"
+    return wp.func(f)
+
+
+# --- activations: the specs' scalar maths, one switch over their codes -------------------
+
+_ACTS = list(activations.ACTIVATIONS.values())
+if len(_ACTS) != 4:
+    raise ImportError(f"kernels/warp_ops.py: act and act_grad switch over 4 activations, the "
+                      f"specs declare {[a.name for a in _ACTS]}: add the new ones")
+_f0, _f1, _f2, _f3 = (device_func(a.device[0]) for a in _ACTS)
+_g0, _g1, _g2, _g3 = (device_func(a.device[1]) for a in _ACTS)
+
+
+@wp.func
+def act(v: Any, code: int, floor: Any):
+    """The activation ``code`` of ``v`` (the spec's forward maths)."""
+    zero, one = type(v)(0.0), type(v)(1.0)
+    if code == 0:
+        return _f0(v, zero, one, floor)
+    if code == 1:
+        return _f1(v, zero, one, floor)
+    if code == 2:
+        return _f2(v, zero, one, floor)
+    return _f3(v, zero, one, floor)
+
+
+@wp.func
+def act_grad(g: Any, a: Any, code: int):
+    """``g * f'(z)`` from the output ``a = f(z)`` (the spec's derivative maths)."""
+    zero, one = type(g)(0.0), type(g)(1.0)
+    if code == 0:
+        return _g0(g, a, zero, one)
+    if code == 1:
+        return _g1(g, a, zero, one)
+    if code == 2:
+        return _g2(g, a, zero, one)
+    return _g3(g, a, zero, one)
+
+
+@wp.kernel
+def bias_act_kernel(z: wp.array2d(dtype=Any), b: wp.array(dtype=Any), has_b: int, code: int,
+                    floor: Any):
+    """z <- f(z + b), one element a thread; ``b`` unused unless ``has_b``."""
+    i, j = wp.tid()
+    v = z[i, j]
+    if has_b != 0:
+        v = v + b[j]
+    z[i, j] = act(v, code, floor)
+
+
+@wp.kernel
+def act_grad_kernel(da: wp.array2d(dtype=Any), a: wp.array2d(dtype=Any), code: int):
+    """da <- da * f'(z), from the layer's output ``a``."""
+    i, j = wp.tid()
+    da[i, j] = act_grad(da[i, j], a[i, j], code)
+
+
+@wp.kernel
+def colsum_kernel(d: wp.array2d(dtype=Any), out: wp.array(dtype=Any)):
+    """out[j] = sum over the rows of d[:, j], in row order (deterministic)."""
+    j = wp.tid()
+    acc = d.dtype(0.0)
+    for i in range(d.shape[0]):
+        acc += d[i, j]
+    out[j] = acc
+
+
+# --- loss heads: per-row (softmax) or per-element terms, the gradient in place ----------
+
+@wp.func
+def log1p(x: Any):
+    """log(1 + x), accurate for tiny x (Goldberg's trick; Warp has no log1p)."""
+    u = type(x)(1.0) + x
+    if u == type(x)(1.0):
+        return x
+    return wp.log(u) * x / (u - type(x)(1.0))
+
+
+@wp.kernel
+def cross_entropy_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
+                         w: wp.array(dtype=Any), has_w: int, scale: Any, grad: int,
+                         rows: wp.array(dtype=Any)):
+    """Softmax + cross-entropy of row s: its (weighted) loss to ``rows[s]``;
+    with ``grad``, (softmax(z) - y) * scale * w[s] over the row of ``z``."""
+    s = wp.tid()
+    k = z.shape[1]
+    one = type(scale)(1.0)
+    top = z[s, 0]
+    for j in range(1, k):
+        top = wp.max(top, z[s, j])
+    # three constructors, not one zero: Warp would make the sums one variable
+    acc, dot, ysum = type(scale)(0.0), type(scale)(0.0), type(scale)(0.0)
+    for j in range(k):
+        v = z[s, j] - top
+        acc += wp.exp(v)
+        dot += y[s, j] * v
+        ysum += y[s, j]
+    ws = one
+    if has_w != 0:
+        ws = w[s]
+    rows[s] = ws * (ysum * wp.log(acc) - dot)
+    if grad != 0:
+        inv, step = one / acc, scale * ws
+        for j in range(k):
+            z[s, j] = (wp.exp(z[s, j] - top) * inv - y[s, j]) * step
+
+
+@wp.kernel
+def elementwise_loss_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
+                            w: wp.array(dtype=Any), has_w: int, scale: Any, grad: int,
+                            kind: int, floor: Any, terms: wp.array2d(dtype=Any)):
+    """The (weighted) term of one element to ``terms``; with ``grad``,
+    ``scale * dLoss/dz * w[row]`` over ``z``. ``kind``: 0 sigmoid + binary
+    cross-entropy, 1 MSE, 2 L1."""
+    i, j = wp.tid()
+    zero, one = type(scale)(0.0), type(scale)(1.0)
+    v, t = z[i, j], y[i, j]
+    ws = one
+    if has_w != 0:
+        ws = w[i]
+    d = v - t
+    term, g = zero, zero
+    if kind == 0:
+        term = wp.max(v, zero) - v * t + log1p(wp.exp(-wp.abs(v)))
+        g = act(v, 0, floor) - t
+    elif kind == 1:
+        term = d * d
+        g = type(scale)(2.0) * d
+    else:
+        term = wp.abs(d)
+        if d > zero:
+            g = one
+        elif d < zero:
+            g = -one
+    terms[i, j] = term * ws
+    if grad != 0:
+        z[i, j] = g * scale * ws
+
+
+_ELEMENTWISE = {"binary_cross_entropy": 0, "mse": 1, "l1": 2}
+
+
+# --- optimizer updates over flat buffers, one element a thread ---------------------------
+
+@wp.kernel
+def sgd_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), v: wp.array(dtype=Any),
+               lr: Any, momentum: Any, nesterov: int, weight_decay: Any, has_v: int):
+    """SGD with L2 weight decay and (Nesterov) momentum (``v`` unused unless ``has_v``)."""
+    i = wp.tid()
+    gi = g[i] + weight_decay * p[i]
+    if has_v != 0:
+        vi = momentum * v[i] + gi
+        v[i] = vi
+        if nesterov != 0:
+            gi = gi + momentum * vi
+        else:
+            gi = vi
+    p[i] = p[i] - lr * gi
+
+
+@wp.kernel
+def scaled_sq_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), s: wp.array(dtype=Any),
+                     lr: Any, alpha: Any, beta: Any, eps: Any, weight_decay: Any):
+    """AdaGrad (alpha = beta = 1) and RMSprop (beta = 1 - alpha):
+    s = alpha s + beta g^2; p -= lr * g / (sqrt(s) + eps)."""
+    i = wp.tid()
+    gi = g[i] + weight_decay * p[i]
+    si = alpha * s[i] + beta * gi * gi
+    s[i] = si
+    p[i] = p[i] - lr * gi / (wp.sqrt(si) + eps)
+
+
+@wp.kernel
+def adam_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), m: wp.array(dtype=Any),
+                v: wp.array(dtype=Any), lr: Any, beta1: Any, beta2: Any, eps: Any,
+                weight_decay: Any, decoupled: int, bc1: Any, bc2: Any):
+    """Adam (L2 decay) or AdamW (``decoupled`` decay); ``bc1``, ``bc2`` the
+    bias corrections 1 - beta ** t."""
+    i = wp.tid()
+    one = type(lr)(1.0)
+    gi = g[i]
+    pi = p[i]
+    if decoupled != 0:
+        pi = pi * (one - lr * weight_decay)
+    else:
+        gi = gi + weight_decay * pi
+    mi = beta1 * m[i] + (one - beta1) * gi
+    vi = beta2 * v[i] + (one - beta2) * gi * gi
+    m[i] = mi
+    v[i] = vi
+    p[i] = pi - (lr / bc1) * mi / (wp.sqrt(vi / bc2) + eps)
+
+
+# --- every kernel for both float types, so that Warp builds the module once --------------
+
+_FLOATS = {np.dtype(np.float32): wp.float32, np.dtype(np.float64): wp.float64}
+KERNELS = (bias_act_kernel, act_grad_kernel, colsum_kernel, cross_entropy_kernel,
+           elementwise_loss_kernel, sgd_kernel, scaled_sq_kernel, adam_kernel)
+
+
+def _concrete(t, f):
+    if t is Any:
+        return f
+    if isinstance(t, wp.array) and t.dtype is Any:
+        return wp.array(dtype=f, ndim=t.ndim)
+    return t
+
+
+for _k in KERNELS:
+    for _f in _FLOATS.values():
+        wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+
+#: the Warp kernels behind each spec's ``device`` slot, by the slot's name
+DEVICE = {"bias_act": bias_act_kernel, "act_grad": act_grad_kernel,
+          "cross_entropy": cross_entropy_kernel, "elementwise_loss": elementwise_loss_kernel,
+          "sgd": sgd_kernel, "scaled_sq": scaled_sq_kernel, "adam": adam_kernel}
+
+
+def compile_for(arch, module_dir):
+    """Compile this module's kernels ahead of time for CUDA ``arch`` (80,
+    90, 100, ...) into ``module_dir``; no GPU or driver is needed."""
+    import sys
+    wp.compile_aot_module(sys.modules[__name__], device=None, arch=arch, module_dir=module_dir)
+
+
+# --- the op table -----------------------------------------------------------------------
+
+class _Launch:
+    """Where the kernels of one call run: Warp's device for the arrays, and
+    on CUDA, CuPy's current stream."""
+
+    def __init__(self, a):
+        if isinstance(a, np.ndarray):
+            self.device, self.stream = "cpu", None
+        else:                                     # a CuPy array
+            import cupy
+            self.device = f"cuda:{a.device.id}"
+            self.stream = wp.Stream(self.device,
+                                    cuda_stream=cupy.cuda.get_current_stream().ptr)
+
+    def array(self, a):
+        """``a`` as a Warp array on the same memory (no copy)."""
+        return wp.array(a, dtype=_FLOATS[a.dtype], device=self.device, copy=False)
+
+    def __call__(self, kernel, dim, inputs):
+        wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=self.stream)
+
+
+class WarpOps(ReferenceOps):
+    """The op table with every op a Warp kernel; what it cannot take (arrays
+    that are not C-contiguous, or mixed float types) goes to the reference
+    maths."""
+
+    name = "warp"
+
+    def _fits(self, *arrays):
+        dt = arrays[0].dtype
+        return dt in _FLOATS and all(a is None or (a.dtype == dt and a.flags.c_contiguous)
+                                     for a in arrays)
+
+    def bias_act(self, activation, z, b):
+        spec = activations.get(activation)
+        if not self._fits(z, b) or z.ndim != 2 or z.size == 0:
+            return super().bias_act(spec, z, b)
+        go, f = _Launch(z), _FLOATS[z.dtype]
+        bias = go.array(z[0] if b is None else b)
+        go(bias_act_kernel, z.shape, [go.array(z), bias, int(b is not None), spec.code,
+                                      f(activations.FLOOR[z.dtype.name])])
+        return z
+
+    def act_grad(self, activation, da, a, db):
+        spec = activations.get(activation)
+        if not self._fits(da, a, db) or da.ndim != 2 or da.size == 0:
+            return super().act_grad(spec, da, a, db)
+        go = _Launch(da)
+        wda = go.array(da)
+        go(act_grad_kernel, da.shape, [wda, go.array(a), spec.code])
+        if db is not None:
+            go(colsum_kernel, da.shape[1], [wda, go.array(db)])
+        return da
+
+    def bias_grad(self, dz, db):
+        if not self._fits(dz, db) or dz.ndim != 2 or dz.size == 0:
+            return super().bias_grad(dz, db)
+        go = _Launch(dz)
+        go(colsum_kernel, dz.shape[1], [go.array(dz), go.array(db)])
+        return db
+
+    def loss(self, loss, z, y, scale=None, weights=None):
+        spec = losses.get(loss)
+        fits = self._fits(z, y, weights) and z.ndim == 2 and z.size > 0
+        if not fits or spec.device is None:
+            return super().loss(spec, z, y, scale, weights)
+        go, f, xp = _Launch(z), _FLOATS[z.dtype], self.xp
+        w = go.array(z[:, 0] if weights is None else weights)   # unused without weights
+        has_w, grad = int(weights is not None), int(scale is not None)
+        s = f(0.0 if scale is None else scale)
+        kernel = DEVICE[spec.device]
+        if kernel is cross_entropy_kernel:
+            rows = xp.empty(z.shape[0], z.dtype)
+            go(kernel, z.shape[0],
+               [go.array(z), go.array(y), w, has_w, s, grad, go.array(rows)])
+            return rows.sum()
+        terms = xp.empty_like(z)
+        go(kernel, z.shape,
+           [go.array(z), go.array(y), w, has_w, s, grad, _ELEMENTWISE[spec.name],
+            f(activations.FLOOR[z.dtype.name]), go.array(terms)])
+        return terms.sum()
+
+    def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
+        if not self._fits(p, g, v):
+            return super().sgd(p, g, v, lr, momentum, nesterov, weight_decay)
+        go, f = _Launch(p), _FLOATS[p.dtype]
+        go(DEVICE[updates.SGD.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
+                                go.array((p if v is None else v).reshape(-1)), f(lr),
+                                f(momentum), int(bool(nesterov)), f(weight_decay),
+                                int(v is not None)])
+
+    def adagrad(self, p, g, s, lr, eps, weight_decay):
+        self._scaled_sq(updates.ADAGRAD, p, g, s, lr, 1.0, 1.0, eps, weight_decay,
+                        super().adagrad, (p, g, s, lr, eps, weight_decay))
+
+    def rmsprop(self, p, g, s, lr, alpha, eps, weight_decay):
+        self._scaled_sq(updates.RMSPROP, p, g, s, lr, alpha, 1.0 - alpha, eps, weight_decay,
+                        super().rmsprop, (p, g, s, lr, alpha, eps, weight_decay))
+
+    def _scaled_sq(self, spec, p, g, s, lr, alpha, beta, eps, weight_decay, fallback, args):
+        if not self._fits(p, g, s):
+            return fallback(*args)
+        go, f = _Launch(p), _FLOATS[p.dtype]
+        go(DEVICE[spec.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
+                                      go.array(s.reshape(-1)), f(lr), f(alpha), f(beta),
+                                      f(eps), f(weight_decay)])
+
+    def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
+        if not self._fits(p, g, m, v):
+            return super().adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t)
+        go, f = _Launch(p), _FLOATS[p.dtype]
+        go(DEVICE[updates.ADAM.device], p.size, [go.array(a.reshape(-1)) for a in (p, g, m, v)]
+           + [f(lr), f(beta1), f(beta2), f(eps), f(weight_decay), int(bool(decoupled)),
+              f(1 - beta1 ** t), f(1 - beta2 ** t)])

@@ -1,0 +1,132 @@
+"""The Warp op table (``kernels/warp_ops.py``, ``MLP(kernels="warp")``) on
+Warp's CPU device: the same kernel source that runs on CUDA. Its op-by-op
+twins are in ``test_op_twins.py``; here, whole fits against the reference
+table, and the module compiled ahead of time for the GPU targets.
+
+Skipped when warp-lang (an optional extra, in ``[dev]``) is not installed.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+warp = pytest.importorskip("warp")
+
+OPTIMIZERS = {
+    "sgd": lambda: fm.optim.SGD(lr=0.05),
+    "nesterov": lambda: fm.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: fm.optim.Adam(lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda: fm.optim.AdamW(lr=1e-2, weight_decay=0.1),
+    "rmsprop": lambda: fm.optim.RMSprop(lr=1e-2, weight_decay=1e-3),
+    "adagrad": lambda: fm.optim.AdaGrad(lr=0.1),
+}
+LOSSES = {"cross_entropy": "softmax", "binary_cross_entropy": "labels", "mse": "values",
+          "l1": "values"}
+#: after 20 steps, relative to the largest parameter
+TOL = {"float64": 1e-10, "float32": 2e-5}
+
+
+def _data(kind, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12))
+    if kind == "softmax":
+        return x, rng.integers(0, 3, n)
+    if kind == "labels":
+        return x, (rng.random((n, 3)) < 0.5).astype(np.float64)
+    return x, rng.normal(size=(n, 3))
+
+
+def _fit(kernels, dtype, optimizer, loss="cross_entropy", activation="tanh", **fit):
+    x, y = _data(LOSSES[loss])
+    model = fm.MLP([12, 16, 8, 3], activation=activation, loss=loss, dtype=dtype, seed=0,
+                   device="cpu", kernels=kernels)
+    model.fit(x, y, epochs=2, batch_size=20, optimizer=OPTIMIZERS[optimizer](), **fit)
+    return model
+
+
+def _assert_same(a, b, dtype):
+    err = np.max(np.abs(a.params - b.params)) / np.max(np.abs(a.params))
+    assert err <= TOL[dtype], err
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_twenty_steps_of_each_optimizer_equal_the_reference(optimizer, dtype):
+    ref, got = (_fit(k, dtype, optimizer) for k in ("reference", "warp"))
+    assert got.ops.name == "warp" and got.step_path.engine == "layer"
+    _assert_same(got, ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss", list(LOSSES))
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+def test_every_loss_and_activation_equal_the_reference(loss, activation, dtype):
+    ref, got = (_fit(k, dtype, "adam", loss=loss, activation=activation)
+                for k in ("reference", "warp"))
+    _assert_same(got, ref, dtype)
+
+
+def test_sample_weights_equal_the_reference():
+    w = np.random.default_rng(1).random(200)
+    w[::7] = 0
+    ref, got = (_fit(k, "float64", "sgd", sample_weight=w) for k in ("reference", "warp"))
+    _assert_same(got, ref, "float64")
+
+
+def test_uint8_inputs_equal_the_reference():
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (120, 12), dtype=np.uint8), rng.integers(0, 3, 120)
+    models = []
+    for kernels in ("reference", "warp"):
+        m = fm.MLP([12, 8, 3], seed=0, device="cpu", input_scale=1 / 255, kernels=kernels)
+        m.fit(x, y, epochs=2, batch_size=16, optimizer="adam")
+        models.append(m)
+    _assert_same(models[1], models[0], "float32")
+
+
+def test_the_warp_table_fails_a_gradcheck_only_if_backprop_is_wrong():
+    x, y = _data("softmax", n=6)
+    model = fm.MLP([12, 5, 3], activation="sigmoid", dtype="float64", seed=0, device="cpu",
+                   kernels="warp")
+    assert fm.gradcheck(model, x, y).ok
+
+
+def test_a_saved_warp_model_loads_and_predicts_the_same(tmp_path):
+    model = _fit("warp", "float32", "adam")
+    model.save(tmp_path / "m.safetensors")
+    back = fm.load(tmp_path / "m.safetensors", device="cpu")
+    x, _ = _data("softmax", n=20, seed=3)
+    assert back.ops.name == "warp"
+    np.testing.assert_array_equal(back.predict_proba(x), model.predict_proba(x))
+
+
+def test_without_warp_asking_for_it_says_how_to_install_it():
+    code = ("import sys; sys.modules['warp'] = None\n"
+            "import fastmlp as fm\n"
+            "try:\n    fm.MLP([3, 2], device='cpu', kernels='warp')\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert 'kernels="warp" needs NVIDIA Warp' in out and "fastmlp[warp]" in out
+
+
+@pytest.mark.parametrize("arch", [80, 90, 100])
+def test_the_module_compiles_ahead_of_time_for_the_gpu(arch, tmp_path):
+    """CUDA cubins for sm_80 (A100), sm_90 (H100/H200) and sm_100 (B200),
+    with no GPU or driver: a kernel that NVRTC refuses fails here."""
+    from fastmlp.kernels import warp_ops
+    warp_ops.compile_for(arch, tmp_path)
+    cubins = list(tmp_path.glob(f"*.sm{arch}.cubin"))
+    assert len(cubins) == 1 and cubins[0].stat().st_size > 10_000
+
+
+def test_every_spec_names_a_warp_kernel_that_the_table_launches():
+    from fastmlp.kernels import activations, losses, updates, warp_ops
+    for spec in [*losses.LOSSES.values(), *updates.UPDATES.values()]:
+        assert spec.device in warp_ops.DEVICE, spec
+    for spec in activations.ACTIVATIONS.values():      # one scalar source for Numba and Warp
+        assert spec.device == spec.cpu
