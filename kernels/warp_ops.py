@@ -249,6 +249,17 @@ def adam_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), m: wp.array(dtyp
     p[i] = pi - (lr / bc1) * mi / (wp.sqrt(vi / bc2) + eps)
 
 
+# --- the batch gather: rows of the data set into the batch, cast and scaled ------------
+
+@wp.kernel
+def gather_kernel(a: wp.array2d(dtype=Any), idx: wp.array(dtype=wp.int64), scale: Any,
+                  out: wp.array2d(dtype=Any)):
+    """out[r, j] = a[idx[r], j] * scale, in ``out``'s float type (``a`` may
+    hold uint8 pixels: compact inputs are cast per batch)."""
+    r, j = wp.tid()
+    out[r, j] = type(scale)(a[idx[r], j]) * scale
+
+
 # --- every kernel for both float types, so that Warp builds the module once --------------
 
 _FLOATS = {np.dtype(np.float32): wp.float32, np.dtype(np.float64): wp.float64}
@@ -267,6 +278,12 @@ def _concrete(t, f):
 for _k in KERNELS:
     for _f in _FLOATS.values():
         wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+#: the gather's sources: the float types, and the compact integer inputs
+_SOURCES = {np.dtype(np.uint8): wp.uint8, **_FLOATS}
+for _src in _SOURCES.values():
+    for _f in _FLOATS.values():
+        wp.overload(gather_kernel, [wp.array2d(dtype=_src), wp.array(dtype=wp.int64), _f,
+                                    wp.array2d(dtype=_f)])
 
 #: the Warp kernels behind each spec's ``device`` slot, by the slot's name
 DEVICE = {"bias_act": bias_act_kernel, "act_grad": act_grad_kernel,
@@ -298,7 +315,8 @@ class _Launch:
 
     def array(self, a):
         """``a`` as a Warp array on the same memory (no copy)."""
-        return wp.array(a, dtype=_FLOATS[a.dtype], device=self.device, copy=False)
+        dtype = wp.int64 if a.dtype == np.int64 else _SOURCES[a.dtype]
+        return wp.array(a, dtype=dtype, device=self.device, copy=False)
 
     def __call__(self, kernel, dim, inputs):
         wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=self.stream)
@@ -315,6 +333,25 @@ class WarpOps(ReferenceOps):
         dt = arrays[0].dtype
         return dt in _FLOATS and all(a is None or (a.dtype == dt and a.flags.c_contiguous)
                                      for a in arrays)
+
+    def take_rows(self, a, idx, out):
+        return self._gather(a, idx, out, 1, super().take_rows)
+
+    def gather_scaled(self, a, idx, out, scale):
+        return self._gather(a, idx, out, scale, super().gather_scaled)
+
+    def _gather(self, a, idx, out, scale, fallback):
+        xp = self.xp
+        gatherable = (a.ndim == 2 and out.ndim == 2 and a.dtype in _SOURCES
+                      and out.dtype in _FLOATS and a.flags.c_contiguous
+                      and out.flags.c_contiguous and out.size > 0)
+        if not gatherable:
+            return fallback(a, idx, out) if scale == 1 else fallback(a, idx, out, scale)
+        go = _Launch(out)
+        idx = xp.ascontiguousarray(idx, dtype=xp.int64)
+        go(gather_kernel, out.shape, [go.array(a), go.array(idx), _FLOATS[out.dtype](scale),
+                                      go.array(out)])
+        return out
 
     def bias_act(self, activation, z, b):
         spec = activations.get(activation)

@@ -130,3 +130,19 @@ def test_every_spec_names_a_warp_kernel_that_the_table_launches():
         assert spec.device in warp_ops.DEVICE, spec
     for spec in activations.ACTIVATIONS.values():      # one scalar source for Numba and Warp
         assert spec.device == spec.cpu
+
+
+@pytest.mark.parametrize("source", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_batch_gather_equals_numpy(source, dtype):
+    from fastmlp.kernels.warp_ops import WarpOps
+    rng = np.random.default_rng(4)
+    a = (rng.random((50, 9)) * 255).astype(source)
+    idx = rng.permutation(50)[:17]
+    ops, out = WarpOps(np), np.full((17, 9), np.nan, dtype)
+    ops.gather_scaled(a, idx, out, 1 / 255)
+    np.testing.assert_allclose(out, a[idx].astype(dtype) * np.asarray(1 / 255, dtype),
+                               rtol=1e-6 if dtype == "float32" else 1e-15)
+    if source == dtype:
+        out[...] = np.nan
+        np.testing.assert_array_equal(ops.take_rows(a, idx, out), a[idx])
