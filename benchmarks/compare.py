@@ -164,6 +164,8 @@ SYSTEMS = {
     # the same as "fastmlp" on the CPU; on CUDA, the fused kernels that "auto"
     # does not pick until measured: add it with --systems there
     "fastmlp-fused": _fastmlp("fused"),
+    # every op in NVIDIA Warp (kernels/warp_ops.py), the products in xp.matmul
+    "fastmlp-warp": _fastmlp("warp"),
     "pytorch": _torch,
     # PyTorch's intra-op threads cost more than they give on small batches
     # here: one thread is its best setting there, and the bar to beat.
@@ -171,8 +173,8 @@ SYSTEMS = {
     "jax": _jax,
     "sklearn": _sklearn,
 }
-OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused")
-DEFAULT = [name for name in SYSTEMS if name != "fastmlp-fused"]
+OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused", "fastmlp-warp")
+DEFAULT = [name for name in SYSTEMS if name not in ("fastmlp-fused", "fastmlp-warp")]
 
 
 # --- measurement ----------------------------------------------------------------
