@@ -29,6 +29,7 @@ Warp's CPU device. Importing this module imports ``warp``: only the backend
 does, and only when asked for this table.
 """
 
+import contextlib
 import types
 import typing
 
@@ -136,12 +137,15 @@ def log1p(x: Any):
 
 @wp.kernel
 def cross_entropy_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
-                         w: wp.array(dtype=Any), has_w: int, scale: Any, grad: int,
-                         rows: wp.array(dtype=Any)):
+                         w: wp.array(dtype=Any), has_w: int, scales: wp.array(dtype=Any),
+                         grad: int, rows: wp.array(dtype=Any)):
     """Softmax + cross-entropy of row s: its (weighted) loss to ``rows[s]``;
-    with ``grad``, (softmax(z) - y) * scale * w[s] over the row of ``z``."""
+    with ``grad``, (softmax(z) - y) * scale * w[s] over the row of ``z``,
+    ``scale`` being ``scales[0]`` (on the device: a captured step reads the
+    batch's own)."""
     s = wp.tid()
     k = z.shape[1]
+    scale = scales[0]
     one = type(scale)(1.0)
     top = z[s, 0]
     for j in range(1, k):
@@ -165,12 +169,13 @@ def cross_entropy_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
 
 @wp.kernel
 def elementwise_loss_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
-                            w: wp.array(dtype=Any), has_w: int, scale: Any, grad: int,
-                            kind: int, floor: Any, terms: wp.array2d(dtype=Any)):
+                            w: wp.array(dtype=Any), has_w: int, scales: wp.array(dtype=Any),
+                            grad: int, kind: int, floor: Any, terms: wp.array2d(dtype=Any)):
     """The (weighted) term of one element to ``terms``; with ``grad``,
-    ``scale * dLoss/dz * w[row]`` over ``z``. ``kind``: 0 sigmoid + binary
-    cross-entropy, 1 MSE, 2 L1."""
+    ``scales[0] * dLoss/dz * w[row]`` over ``z``. ``kind``: 0 sigmoid +
+    binary cross-entropy, 1 MSE, 2 L1."""
     i, j = wp.tid()
+    scale = scales[0]
     zero, one = type(scale)(0.0), type(scale)(1.0)
     v, t = z[i, j], y[i, j]
     ws = one
@@ -202,9 +207,13 @@ _ELEMENTWISE = {"binary_cross_entropy": 0, "mse": 1, "l1": 2}
 
 @wp.kernel
 def sgd_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), v: wp.array(dtype=Any),
-               lr: Any, momentum: Any, nesterov: int, weight_decay: Any, has_v: int):
-    """SGD with L2 weight decay and (Nesterov) momentum (``v`` unused unless ``has_v``)."""
+               hyper: wp.array(dtype=Any), momentum: Any, nesterov: int, weight_decay: Any,
+               has_v: int):
+    """SGD with L2 weight decay and (Nesterov) momentum (``v`` unused unless
+    ``has_v``); the rate is ``hyper[0]``, on the device, so that a captured
+    step follows a schedule."""
     i = wp.tid()
+    lr = hyper[0]
     gi = g[i] + weight_decay * p[i]
     if has_v != 0:
         vi = momentum * v[i] + gi
@@ -218,10 +227,12 @@ def sgd_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), v: wp.array(dtype
 
 @wp.kernel
 def scaled_sq_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), s: wp.array(dtype=Any),
-                     lr: Any, alpha: Any, beta: Any, eps: Any, weight_decay: Any):
+                     hyper: wp.array(dtype=Any), alpha: Any, beta: Any, eps: Any,
+                     weight_decay: Any):
     """AdaGrad (alpha = beta = 1) and RMSprop (beta = 1 - alpha):
-    s = alpha s + beta g^2; p -= lr * g / (sqrt(s) + eps)."""
+    s = alpha s + beta g^2; p -= lr * g / (sqrt(s) + eps), lr = ``hyper[0]``."""
     i = wp.tid()
+    lr = hyper[0]
     gi = g[i] + weight_decay * p[i]
     si = alpha * s[i] + beta * gi * gi
     s[i] = si
@@ -230,11 +241,13 @@ def scaled_sq_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), s: wp.array
 
 @wp.kernel
 def adam_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), m: wp.array(dtype=Any),
-                v: wp.array(dtype=Any), lr: Any, beta1: Any, beta2: Any, eps: Any,
-                weight_decay: Any, decoupled: int, bc1: Any, bc2: Any):
-    """Adam (L2 decay) or AdamW (``decoupled`` decay); ``bc1``, ``bc2`` the
-    bias corrections 1 - beta ** t."""
+                v: wp.array(dtype=Any), hyper: wp.array(dtype=Any), beta1: Any, beta2: Any,
+                eps: Any, weight_decay: Any, decoupled: int):
+    """Adam (L2 decay) or AdamW (``decoupled`` decay); ``hyper`` holds the
+    rate and the bias corrections 1 - beta ** t (on the device: a captured
+    step reads each step's)."""
     i = wp.tid()
+    lr, bc1, bc2 = hyper[0], hyper[1], hyper[2]
     one = type(lr)(1.0)
     gi = g[i]
     pi = p[i]
@@ -308,10 +321,33 @@ class _Launch:
         if isinstance(a, np.ndarray):
             self.device, self.stream = "cpu", None
         else:                                     # a CuPy array
-            import cupy
             self.device = f"cuda:{a.device.id}"
-            self.stream = wp.Stream(self.device,
-                                    cuda_stream=cupy.cuda.get_current_stream().ptr)
+            self.stream = self.cupy_stream()
+
+    def cupy_stream(self):
+        """CuPy's current stream, as a Warp stream (None on the CPU)."""
+        if self.device == "cpu":
+            return None
+        import cupy
+        return wp.Stream(self.device, cuda_stream=cupy.cuda.get_current_stream().ptr)
+
+    def own_stream(self):
+        """Warp's own stream on the device (None on the CPU): graphs are
+        recorded there, never on CuPy's legacy default stream."""
+        return None if self.device == "cpu" else wp.get_stream(self.device)
+
+    @contextlib.contextmanager
+    def ordered(self):
+        """Warp's own stream for a run of launches, after the work queued on
+        CuPy's current stream and before the work queued there next."""
+        own = self.own_stream()
+        if own is None:
+            yield None
+            return
+        theirs = self.cupy_stream()
+        own.wait_stream(theirs)
+        yield own
+        theirs.wait_stream(own)
 
     def array(self, a):
         """``a`` as a Warp array on the same memory (no copy)."""
@@ -389,7 +425,7 @@ class WarpOps(ReferenceOps):
         go, f, xp = _Launch(z), _FLOATS[z.dtype], self.xp
         w = go.array(z[:, 0] if weights is None else weights)   # unused without weights
         has_w, grad = int(weights is not None), int(scale is not None)
-        s = f(0.0 if scale is None else scale)
+        s = go.array(xp.asarray(0.0 if scale is None else scale, z.dtype).reshape(1))
         kernel = DEVICE[spec.device]
         if kernel is cross_entropy_kernel:
             rows = xp.empty(z.shape[0], z.dtype)
@@ -407,9 +443,9 @@ class WarpOps(ReferenceOps):
             return super().sgd(p, g, v, lr, momentum, nesterov, weight_decay)
         go, f = _Launch(p), _FLOATS[p.dtype]
         go(DEVICE[updates.SGD.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
-                                go.array((p if v is None else v).reshape(-1)), f(lr),
-                                f(momentum), int(bool(nesterov)), f(weight_decay),
-                                int(v is not None)])
+                                go.array((p if v is None else v).reshape(-1)),
+                                self._hyper(go, p, lr), f(momentum), int(bool(nesterov)),
+                                f(weight_decay), int(v is not None)])
 
     def adagrad(self, p, g, s, lr, eps, weight_decay):
         self._scaled_sq(updates.ADAGRAD, p, g, s, lr, 1.0, 1.0, eps, weight_decay,
@@ -424,13 +460,17 @@ class WarpOps(ReferenceOps):
             return fallback(*args)
         go, f = _Launch(p), _FLOATS[p.dtype]
         go(DEVICE[spec.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
-                                      go.array(s.reshape(-1)), f(lr), f(alpha), f(beta),
-                                      f(eps), f(weight_decay)])
+                                      go.array(s.reshape(-1)), self._hyper(go, p, lr),
+                                      f(alpha), f(beta), f(eps), f(weight_decay)])
 
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
         if not self._fits(p, g, m, v):
             return super().adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t)
         go, f = _Launch(p), _FLOATS[p.dtype]
         go(DEVICE[updates.ADAM.device], p.size, [go.array(a.reshape(-1)) for a in (p, g, m, v)]
-           + [f(lr), f(beta1), f(beta2), f(eps), f(weight_decay), int(bool(decoupled)),
-              f(1 - beta1 ** t), f(1 - beta2 ** t)])
+           + [self._hyper(go, p, lr, 1 - beta1 ** t, 1 - beta2 ** t), f(beta1), f(beta2),
+              f(eps), f(weight_decay), int(bool(decoupled))])
+
+    def _hyper(self, go, p, *values):
+        """``values`` (the rate, and Adam's bias corrections) as a device array."""
+        return go.array(self.xp.asarray(values, p.dtype))

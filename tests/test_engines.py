@@ -164,8 +164,10 @@ def test_the_factory_picks_by_batch_size_density_loss_and_dropout():
     assert model.step_path.declined["cpu-rows"].endswith("the batch size is 16")
     model = _model(dropout=0.2)
     model.fit(x, y, epochs=1, batch_size=16)
-    assert set(model.step_path.declined) == {"cpu-rows", "cpu-gemm"}
-    assert all("dropout" in why for why in model.step_path.declined.values())
+    declined = model.step_path.declined
+    assert set(declined) == {"cpu-rows", "cpu-gemm", "warp"}
+    assert "dropout" in declined["cpu-rows"] and "dropout" in declined["cpu-gemm"]
+    assert "by name" in declined["warp"]          # the GPU's engine: on the CPU only when named
     model = _model(loss="mse")
     model.fit(x, np.eye(4)[y], epochs=1, batch_size=16)
     assert "softmax + cross-entropy" in model.step_path.declined["cpu-gemm"]

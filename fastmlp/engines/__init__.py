@@ -9,6 +9,10 @@ engine         file                        runs
                                            (``kernels/cpu_row_step.py``)
 ``cpu-gemm``   ``engines/cpu_gemm.py``     one compiled call per step, BLAS
                                            GEMMs (``kernels/cpu_gemm_step.py``)
+``warp``       ``engines/warp.py``         the whole step as NVIDIA Warp launches
+                                           replayed from one graph
+                                           (``kernels/warp_step.py``): on CUDA;
+                                           on the CPU when named
 ``layer``      ``engines/layer.py``        layer by layer on any device, any
                                            loss, dropout and optimizer
 =============  ==========================  =====================================
@@ -27,6 +31,7 @@ from fastmlp.engines.base import Case, Engine, StepPath
 from fastmlp.engines.cpu_gemm import GemmStepEngine
 from fastmlp.engines.cpu_rows import RowLoopEngine
 from fastmlp.engines.layer import LayerEngine
+from fastmlp.engines.warp import WarpEngine
 
 log = logging.getLogger("fastmlp")
 
@@ -34,6 +39,7 @@ log = logging.getLogger("fastmlp")
 ENGINES = (
     RowLoopEngine,
     GemmStepEngine,
+    WarpEngine,
     LayerEngine,
 )
 #: what ``MLP(engine=...)`` accepts: "auto" (the factory's choice) or an engine name
@@ -64,7 +70,7 @@ def create(net, bufs, batch_size, train=True, sample=None, name="auto"):
     # the share of non-zero inputs only says which engine is faster: a named one runs anyway
     choosing = name == "auto" and batch_size == 1 and sample is not None
     density = _density(bufs.backend.xp, sample) if choosing else None
-    case = Case(batch_size, train, density)
+    case = Case(batch_size, train, density, named=name != "auto")
     declined = {}
     for cls in ENGINES:
         if name != "auto" and cls.name != name:

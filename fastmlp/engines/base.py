@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 class Case:
     """What an engine is chosen for: batches of ``batch_size`` rows, with
     dropout (``train``) or without, on inputs of which ``density`` (a
-    fraction, when it was measured) are non-zero. The optimizer is not part
-    of it: an engine looks at each step's optimizer's declared form
-    (``optimizer.form``) and decides then whether to run its update itself."""
+    fraction, when it was measured) are non-zero; ``named``: the engine was
+    asked for by name (``MLP(engine=...)``), not chosen by the factory. The
+    optimizer is not part of it: an engine looks at each step's optimizer's
+    declared form (``optimizer.form``) and decides then whether to run its
+    update itself."""
 
     batch_size: int
     train: bool = True
     density: float = None
+    named: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,168 @@
+"""The ``warp`` engine: the whole training step (loss scale, forward, loss
+and hits, backward, and the optimizer's update) as NVIDIA Warp launches
+recorded once into a graph and replayed (``kernels/warp_step.py``).
+
+On CUDA a replay is one CUDA graph launch where the layer path makes dozens
+of launches: small networks on a GPU are launch-bound. On the CPU it runs on
+Warp's CPU device from the same kernel source, which is how CI tests it; the
+factory takes it there only when asked for by name (``engine="warp"``).
+
+The engine keeps one graph per (rows, weighted or not, optimizer form
+without its rate): a fit makes one, or two with a smaller last batch. The
+batch is copied into the graph's own buffers before each replay, and the
+learning rate (and Adam's bias corrections) written to a device array, so
+that schedules need no new capture. Loss and hits come back as device
+scalars: no host synchronisation per step.
+"""
+
+import importlib.util
+
+from fastmlp.engines.base import Engine
+
+#: the optimizer kinds whose update the graph runs (``kernels/warp_ops.py``)
+UPDATES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+#: the loss heads' hit counts the graph takes: argmax (0) or per label (1)
+_HEAD_KINDS = {"softmax": 0, "sigmoid": 1}
+
+
+class WarpEngine(Engine):
+    """The whole step in Warp, one graph replay per step."""
+
+    name = "warp"
+    summary = "the whole step as NVIDIA Warp launches, replayed from one recorded graph"
+    #: record each step into a graph and replay it (False: launch eagerly; the
+    #: tests compare the two)
+    capture = True
+
+    @classmethod
+    def declines(cls, net, bufs, case):
+        if bufs.backend.kind != "cuda" and not case.named:
+            return "the GPU's engine: on the CPU only when asked for by name (engine='warp')"
+        if importlib.util.find_spec("warp") is None:
+            return 'needs NVIDIA Warp: pip install "fastmlp[warp]"'
+        if net.dtype.name not in ("float32", "float64"):
+            return f"float32 and float64 kernels; the model is {net.dtype.name}"
+        if case.train and any(net.dropout):
+            return "draws no dropout masks yet; the model has dropout"
+        if net.loss.device is None:
+            return f"no Warp kernel for the loss {net.loss.name!r}"
+        return None
+
+    def __init__(self, net, bufs, case):
+        super().__init__(net, bufs, case)
+        from fastmlp.kernels import warp_ops, warp_step
+        self._ops, self._step = warp_ops, warp_step
+        self._graphs = {}
+
+    @property
+    def scratch_nbytes(self):
+        return sum(g["nbytes"] for g in self._graphs.values())
+
+    # --- the graph of a case ------------------------------------------------------------
+
+    def _graph(self, n, weighted, optimizer):
+        form = optimizer.form if optimizer is not None else None
+        state = optimizer.state[0] if optimizer is not None else {}
+        key = (n, weighted, None if form is None else (form.kind, form.hyper),
+               tuple(id(a) for a in state.values()))
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) > 8:            # a run of odd batch sizes: keep it bounded
+                self._graphs.clear()
+            entry = self._graphs[key] = self._build(n, weighted, form, state)
+        return entry
+
+    def _build(self, n, weighted, form, state):
+        net, bufs, ops = self.net, self.bufs, self._ops
+        xp, dt = bufs.backend.xp, net.dtype
+        sizes = net.sizes
+        go = ops._Launch(bufs.params)
+        mine = {"x": xp.zeros((n, sizes[0]), dt), "y": xp.zeros((n, sizes[-1]), dt),
+                "w": xp.ones(n, dt), "acc": xp.zeros(2, dt), "scales": xp.zeros(1, dt),
+                "hyper": xp.zeros(3, dt)}
+        acts = [xp.zeros((n, k), dt) for k in sizes[1:]]
+        deltas = [xp.zeros((n, k), dt) for k in sizes[1:-1]]
+        loss = net.loss
+        per_row = 1 if loss.per_sample else sizes[-1]
+        scratch = xp.zeros(n if loss.device == "cross_entropy" else (n, sizes[-1]), dt)
+        wrap = go.array
+        layers = [(wrap(w), wrap(b) if net.bias else None, wrap(gw), wrap(gb) if net.bias else None)
+                  for w, b, gw, gb in zip(bufs.weights, bufs.biases, bufs.grad_weights,
+                                          bufs.grad_biases)]
+        f = ops._FLOATS[dt]
+        update = None if form is None else self._update(form, state, wrap, mine["hyper"], f)
+        graph = self._step.StepGraph(
+            go.device, layers, (wrap(mine["x"]), wrap(mine["y"]), wrap(mine["w"])),
+            [wrap(a) for a in acts], [wrap(d) for d in deltas], wrap(scratch),
+            wrap(mine["acc"]), wrap(mine["scales"]), code=net.activation.code, loss=loss,
+            head_kind=_HEAD_KINDS.get(loss.head.name), per_row=per_row,
+            mean=int(net.reduction == "mean"), has_w=int(weighted),
+            floor=f(self._ops.activations.FLOOR[dt.name]), update=update)
+        if self.capture:
+            graph.capture(go.own_stream())
+        nbytes = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch])
+        return {"graph": graph, "launch": go, "nbytes": nbytes, **mine}
+
+    def _update(self, form, state, wrap, hyper, f):
+        """A function launching ``form``'s update over the flat buffers."""
+        ops, bufs = self._ops, self.bufs
+        p, g = wrap(bufs.params), wrap(bufs.grads)
+        size, wd, kind = bufs.params.size, f(form.get("weight_decay", 0.0)), form.kind
+        h = wrap(hyper)
+        if kind == "sgd":
+            momentum = form.get("momentum", 0.0)
+            v = wrap(state["velocity"]) if momentum else p
+            args = [p, g, v, h, f(momentum), int(bool(form.get("nesterov"))), wd,
+                    int(bool(momentum))]
+            kernel = ops.sgd_kernel
+        elif kind in ("adam", "adamw"):
+            b1, b2 = form.get("betas")
+            args = [p, g, wrap(state["m"]), wrap(state["v"]), h, f(b1), f(b2),
+                    f(form.get("eps")), wd, int(kind == "adamw")]
+            kernel = ops.adam_kernel
+        else:
+            alpha = form.get("alpha", 1.0)
+            slot = "mean_sq" if kind == "rmsprop" else "sum_sq"
+            beta = 1.0 - alpha if kind == "rmsprop" else 1.0
+            args = [p, g, wrap(state[slot]), h, f(alpha), f(beta), f(form.get("eps")), wd]
+            kernel = ops.scaled_sq_kernel
+        return lambda launch: launch(kernel, size, args)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _run(self, entry, x, y, weights, hyper=None):
+        entry["x"][...] = x
+        entry["y"][...] = y
+        if weights is not None:
+            entry["w"][...] = weights
+        entry["acc"][...] = 0
+        if hyper is not None:
+            entry["hyper"][...] = self.bufs.backend.xp.asarray(hyper, entry["hyper"].dtype)
+        graph, go = entry["graph"], entry["launch"]
+        with go.ordered() as stream:
+            if graph.graph is not None:
+                graph.replay(stream)
+            else:
+                graph.run(stream)
+        out = entry["acc"].copy()               # the next replay reuses the accumulator
+        return out[0], out[1]
+
+    def grad(self, x, y, targets=None, weights=None):
+        entry = self._graph(x.shape[0], weights is not None, None)
+        loss, hits = self._run(entry, x, y, weights)
+        return loss, (hits if targets is not None else None)
+
+    def train_step(self, x, y, targets, optimizer, weights=None):
+        form = optimizer.form
+        if form.kind not in UPDATES or optimizer.state is None \
+                or not optimizer.is_for([self.bufs.params]):
+            return super().train_step(x, y, targets, optimizer, weights)
+        entry = self._graph(x.shape[0], weights is not None, optimizer)
+        t = optimizer.t + 1                      # the step this update is
+        hyper = [form.lr, 1.0, 1.0]
+        if form.kind in ("adam", "adamw"):
+            b1, b2 = form.get("betas")
+            hyper = [form.lr, 1 - b1 ** t, 1 - b2 ** t]
+        loss, hits = optimizer.step([self.bufs.params], None, run=self._run,
+                                    args=(entry, x, y, weights, hyper))
+        return loss, (hits if targets is not None else None)

@@ -1,0 +1,209 @@
+"""A whole training step as NVIDIA Warp launches on buffers that stay put:
+recorded once into a graph (``wp.ScopedCapture``) and replayed for every
+batch of the same size, on CUDA (a CUDA graph) or on Warp's CPU device.
+
+The launches of one step, for a batch of ``n`` rows already copied into the
+step's own input buffers:
+
+1. the loss scale from the batch's weights (``scale_kernel``), on the device;
+2. forward, layer by layer: ``Z = A W`` (``matmul_kernel``), then bias +
+   activation (``warp_ops.bias_act_kernel``); the logits stay in the last
+   layer's buffer;
+3. hits (``hits_kernel``) and the loss head (``warp_ops``' cross-entropy or
+   element-wise kernel), which overwrites the logits with ``dLoss/dZ``; the
+   loss and hits are added into a 2-element accumulator;
+4. backward, the last layer first: the bias gradient (column sums), the
+   weight gradient ``A^T dZ`` and the input gradient ``dZ W^T`` times
+   ``f'(A)``, into the model's gradient buffer;
+5. the optimizer's update over the flat parameters (``warp_ops``' update
+   kernels), reading its rate (and Adam's bias corrections) from a device
+   array that the host rewrites between replays: schedules need no new
+   capture.
+
+The products are plain loops, one output element a thread, summed in a
+fixed order: the same results on every device, run to run. Tile kernels for
+the GPU (tiny-cuda-nn's fully fused MLP) are the next step; this is the
+graph they will go into. Kernels are leaves: nothing here imports fastmlp.
+"""
+
+import typing
+
+import warp as wp
+
+from . import warp_ops
+from .warp_ops import _FLOATS, _concrete
+
+Any = typing.Any
+
+
+@wp.kernel
+def matmul_kernel(a: wp.array2d(dtype=Any), b: wp.array2d(dtype=Any), c: wp.array2d(dtype=Any),
+                  ta: int, tb: int):
+    """c = op(a) op(b), op transposing where ``ta`` / ``tb``; one element of
+    ``c`` a thread, its sum in index order."""
+    i, j = wp.tid()
+    k_len = a.shape[1]
+    if ta != 0:
+        k_len = a.shape[0]
+    acc = c.dtype(0.0)
+    for k in range(k_len):
+        av = a[i, k]
+        if ta != 0:
+            av = a[k, i]
+        bv = b[k, j]
+        if tb != 0:
+            bv = b[j, k]
+        acc += av * bv
+    c[i, j] = acc
+
+
+@wp.kernel
+def scale_kernel(w: wp.array(dtype=Any), has_w: int, n: int, per_row: int, mean: int,
+                 scales: wp.array(dtype=Any)):
+    """The loss scale of the batch into ``scales[0]``: 1 for a sum; for a
+    mean 1 / (count * per_row), the count being ``n`` or the weights' sum
+    (0 where that is 0, as ``Loss.scale``)."""
+    one = scales.dtype(1.0)
+    if mean == 0:
+        scales[0] = one
+        return
+    count = scales.dtype(float(n))
+    if has_w != 0:
+        count = scales.dtype(0.0)
+        for s in range(n):
+            count += w[s]
+    count = count * scales.dtype(float(per_row))
+    if count > scales.dtype(0.0):
+        scales[0] = one / count
+    else:
+        scales[0] = scales.dtype(0.0)
+
+
+@wp.kernel
+def hits_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any), w: wp.array(dtype=Any),
+                has_w: int, kind: int, acc: wp.array(dtype=Any)):
+    """Row s's (weighted) hits into ``acc[1]``: ``kind`` 0, its argmax is
+    the target's; 1, each label where (z > 0) == (y > 0.5)."""
+    s = wp.tid()
+    zero = z.dtype(0.0)
+    ws = z.dtype(1.0)
+    if has_w != 0:
+        ws = w[s]
+    k = z.shape[1]
+    count = zero
+    if kind == 0:
+        best, want = int(0), int(0)
+        for j in range(1, k):
+            if z[s, j] > z[s, best]:
+                best = j
+            if y[s, j] > y[s, want]:
+                want = j
+        if best == want:
+            count = z.dtype(1.0)
+    else:
+        for j in range(k):
+            if (z[s, j] > zero) == (y[s, j] > z.dtype(0.5)):
+                count += z.dtype(1.0)
+    wp.atomic_add(acc, 1, ws * count)
+
+
+@wp.kernel
+def add_rows_kernel(rows: wp.array(dtype=Any), acc: wp.array(dtype=Any)):
+    """acc[0] += rows[s]."""
+    s = wp.tid()
+    wp.atomic_add(acc, 0, rows[s])
+
+
+@wp.kernel
+def add_terms_kernel(terms: wp.array2d(dtype=Any), acc: wp.array(dtype=Any)):
+    """acc[0] += the sum of row s of ``terms``."""
+    s = wp.tid()
+    total = terms.dtype(0.0)
+    for j in range(terms.shape[1]):
+        total += terms[s, j]
+    wp.atomic_add(acc, 0, total)
+
+
+KERNELS = (matmul_kernel, scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel)
+for _k in KERNELS:
+    for _f in _FLOATS.values():
+        wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+
+
+class StepGraph:
+    """The launches of one training step for batches of ``n`` rows, on
+    buffers that stay put, recorded once and replayed.
+
+    ``layers``: per layer, Warp arrays ``(W, b, dW, db)`` (views of the
+    model's flat buffers; ``b`` and ``db`` None without biases). ``inputs``:
+    the step's own ``(x, y, w)`` buffers, ``n`` rows each (``w`` unused
+    without weights). ``acts``: each layer's (n, fan_out) output buffer, and
+    ``deltas`` the input gradient of each layer but the first. ``update``: a
+    callable launching the optimizer's update (or None: gradients only).
+    ``acc``: the 2-element (loss, hits) accumulator, zeroed by the caller.
+    ``scales``: the 1-element loss-scale buffer.
+    """
+
+    def __init__(self, device, layers, inputs, acts, deltas, scratch, acc, scales, *, code,
+                 loss, head_kind, per_row, mean, has_w, floor, update):
+        self.device = device
+        launch = self._launch
+        x, y, w = inputs
+        n = x.shape[0]
+        last = len(layers) - 1
+        self.launches = []
+        launch(scale_kernel, 1, [w, has_w, n, per_row, mean, scales])
+        a = x
+        for l, (wt, b, _, _) in enumerate(layers):
+            z = acts[l]
+            launch(matmul_kernel, z.shape, [a, wt, z, 0, 0])
+            code_l = code if l < last else 3             # identity on the logits
+            launch(warp_ops.bias_act_kernel, z.shape,
+                   [z, b if b is not None else z[0], int(b is not None), code_l, floor])
+            a = z
+        z = acts[last]
+        if head_kind is not None:
+            launch(hits_kernel, n, [z, y, w, has_w, head_kind, acc])
+        kernel = warp_ops.DEVICE[loss.device]
+        if kernel is warp_ops.cross_entropy_kernel:
+            rows = scratch
+            launch(kernel, n, [z, y, w, has_w, scales, 1, rows])
+            launch(add_rows_kernel, n, [rows, acc])
+        else:
+            terms = scratch
+            launch(kernel, z.shape, [z, y, w, has_w, scales, 1, warp_ops._ELEMENTWISE[loss.name],
+                                     floor, terms])
+            launch(add_terms_kernel, n, [terms, acc])
+        dz = z
+        for l in range(last, -1, -1):
+            wt, b, dw, db = layers[l]
+            a_in = x if l == 0 else acts[l - 1]
+            if db is not None:
+                launch(warp_ops.colsum_kernel, dz.shape[1], [dz, db])
+            launch(matmul_kernel, dw.shape, [a_in, dz, dw, 1, 0])
+            if l > 0:
+                da = deltas[l - 1]
+                launch(matmul_kernel, da.shape, [dz, wt, da, 0, 1])
+                launch(warp_ops.act_grad_kernel, da.shape, [da, acts[l - 1], code])
+                dz = da
+        if update is not None:
+            update(launch)
+        self.graph = None
+
+    def _launch(self, kernel, dim, inputs):
+        self.launches.append((kernel, dim, inputs))
+
+    def run(self, stream=None):
+        """One step: the launches, eagerly."""
+        for kernel, dim, inputs in self.launches:
+            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream)
+
+    def capture(self, stream=None):
+        """Record the launches into a graph (without running them)."""
+        with wp.ScopedCapture(device=self.device, stream=stream) as cap:
+            self.run(stream)
+        self.graph = cap.graph
+
+    def replay(self, stream=None):
+        """One step: the recorded graph."""
+        wp.capture_launch(self.graph, stream=stream)

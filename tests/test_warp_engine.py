@@ -1,0 +1,160 @@
+"""The ``warp`` step engine (``fastmlp/engines/warp.py``,
+``kernels/warp_step.py``) on Warp's CPU device: the whole step, update
+included, recorded into a graph and replayed, against the layer engine on
+the reference table. Skipped without warp-lang."""
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+pytest.importorskip("warp")
+
+OPTIMIZERS = {
+    "sgd": lambda: fm.optim.SGD(lr=0.05),
+    "nesterov": lambda: fm.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: fm.optim.Adam(lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda: fm.optim.AdamW(lr=1e-2, weight_decay=0.1),
+    "rmsprop": lambda: fm.optim.RMSprop(lr=1e-2, weight_decay=1e-3),
+    "adagrad": lambda: fm.optim.AdaGrad(lr=0.1),
+}
+#: after 20 steps, relative to the largest parameter
+TOL = {"float64": 1e-10, "float32": 2e-5}
+
+
+def _data(loss, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12))
+    if loss == "cross_entropy":
+        return x, rng.integers(0, 3, n)
+    if loss == "binary_cross_entropy":
+        return x, (rng.random((n, 3)) < 0.5).astype(np.float64)
+    return x, rng.normal(size=(n, 3))
+
+
+def _pair(dtype="float64", loss="cross_entropy", activation="tanh", optimizer="adam",
+          epochs=2, batch_size=20, model=None, **fit):
+    """The same fit on the layer engine (reference table) and on the warp engine."""
+    x, y = _data(loss)
+    out = []
+    for engine in ("layer", "warp"):
+        m = fm.MLP([12, 16, 8, 3], activation=activation, loss=loss, dtype=dtype, seed=0,
+                   device="cpu", kernels="reference", engine=engine, **(model or {}))
+        hist = m.fit(x, y, epochs=epochs, batch_size=batch_size,
+                     optimizer=OPTIMIZERS[optimizer](), **fit)
+        out.append((m, hist))
+    return out
+
+
+def _assert_same(a, b, dtype):
+    err = np.max(np.abs(a.params - b.params)) / np.max(np.abs(a.params))
+    assert err <= TOL[dtype], err
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_twenty_steps_of_each_optimizer_equal_the_layer_engine(optimizer, dtype):
+    (ref, h_ref), (got, h_got) = _pair(dtype, optimizer=optimizer)
+    assert got.step_path.engine == "warp"
+    _assert_same(got, ref, dtype)
+    np.testing.assert_allclose(h_got.history["train_loss"], h_ref.history["train_loss"],
+                               rtol=TOL[dtype])
+    assert h_got.history["train_accuracy"] == h_ref.history["train_accuracy"]
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse", "l1"])
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
+def test_every_loss_and_activation_equal_the_layer_engine(loss, activation):
+    (ref, h_ref), (got, h_got) = _pair(loss=loss, activation=activation)
+    _assert_same(got, ref, "float64")
+    np.testing.assert_allclose(h_got.history["train_loss"], h_ref.history["train_loss"],
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("model, fit", [
+    ({"bias": False}, {}),
+    ({"reduction": "sum"}, {}),
+    ({}, {"sample_weight": np.where(np.arange(200) % 7, np.linspace(0.1, 2, 200), 0)}),
+    ({"loss": "mse", "reduction": "mean"},
+     {"sample_weight": np.linspace(0.1, 2, 200)}),
+], ids=["no-bias", "sum", "sample-weights", "mse-weights"])
+def test_biases_reductions_and_weights_equal_the_layer_engine(model, fit):
+    loss = model.pop("loss", "cross_entropy")
+    (ref, _), (got, _) = _pair(loss=loss, model=model, **fit)
+    _assert_same(got, ref, "float64")
+
+
+def test_graph_replay_equals_eager_launches(monkeypatch):
+    from fastmlp.engines.warp import WarpEngine
+    x, y = _data("cross_entropy")
+    models, graphs = [], []
+    for capture in (True, False):
+        monkeypatch.setattr(WarpEngine, "capture", capture)
+        m = fm.MLP([12, 16, 8, 3], dtype="float32", seed=0, device="cpu", engine="warp")
+        m.fit(x, y, epochs=2, batch_size=20, optimizer="adam")
+        models.append(m)
+        graphs.append([e["graph"].graph for e in m.engine_for(20)._graphs.values()])
+    assert graphs[0] and all(g is not None for g in graphs[0])
+    assert graphs[1] and all(g is None for g in graphs[1])
+    np.testing.assert_array_equal(models[0].params, models[1].params)
+
+
+def test_a_schedule_changes_the_rate_without_a_new_capture():
+    x, y = _data("cross_entropy")
+    out = []
+    for engine in ("layer", "warp"):
+        m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cpu", kernels="reference",
+                   engine=engine)
+        hist = m.fit(x, y, epochs=3, batch_size=30,
+                     optimizer=fm.optim.SGD(lr=fm.schedules.StepDecay(0.1, step=1, gamma=0.5)))
+        out.append((m, hist))
+    (ref, h_ref), (got, h_got) = out
+    assert h_got.history["lr"] == [0.1, 0.05, 0.025] == h_ref.history["lr"]
+    _assert_same(got, ref, "float64")
+    # batches of 30 and a last one of 20: two graphs for three epochs at three rates
+    assert len(got.engine_for(30)._graphs) == 2
+
+
+def test_a_step_leaves_loss_and_hits_on_the_device():
+    x, y = _data("cross_entropy", n=40)
+    m = fm.MLP([12, 8, 3], dtype="float32", seed=0, device="cpu", engine="warp")
+    data = m.prepare(x, y)
+    opt = fm.optim.Adam()
+    loss, hits = m.train_step(data.x[:20], data.y[:20], opt, targets=data.targets[:20])
+    # a device scalar (on NumPy, a NumPy scalar): the loop reads it once per epoch
+    assert np.ndim(loss) == 0 and float(loss) > 0 and 0 <= float(hits) <= 20
+    assert m.train_step(data.x[:20], data.y[:20], opt)[1] is None
+    assert opt.t == 2
+
+
+def test_gradients_equal_the_layer_engine_and_pass_gradcheck():
+    x, y = _data("cross_entropy", n=10)
+    grads = []
+    for engine in ("layer", "warp"):
+        m = fm.MLP([12, 5, 3], activation="sigmoid", dtype="float64", seed=0, device="cpu",
+                   kernels="reference", engine=engine)
+        data = m.prepare(x, y)
+        m.gradient(data.x, data.y)
+        grads.append(m.grads.copy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=1e-15)
+    assert fm.gradcheck(m, x, y).ok
+
+
+def test_the_factory_takes_it_on_the_cpu_only_when_named():
+    x, y = _data("cross_entropy", n=40)
+    auto = fm.MLP([12, 8, 3], device="cpu", kernels="reference")
+    auto.fit(x, y, epochs=1, batch_size=20)
+    assert auto.step_path.engine == "layer"
+    assert "only when asked for by name" in auto.step_path.declined["warp"]
+    dropout = fm.MLP([12, 8, 3], device="cpu", engine="warp", dropout=0.5)
+    with pytest.raises(ValueError, match="dropout"):
+        dropout.fit(x, y, epochs=1, batch_size=20)
+
+
+@pytest.mark.parametrize("arch", [80, 90, 100])
+def test_the_step_module_compiles_ahead_of_time_for_the_gpu(arch, tmp_path):
+    import warp as wp
+
+    from fastmlp.kernels import warp_step
+    wp.compile_aot_module(warp_step, arch=arch, module_dir=tmp_path)
+    assert len(list(tmp_path.glob(f"*.sm{arch}.cubin"))) == 1
