@@ -48,16 +48,21 @@ class Backend:
         truth), "fused" (Numba kernels: ``kernels/cpu_ops.py`` or ``kernels/cuda.py``;
         the reference table when Numba is missing), "warp" (NVIDIA Warp kernels,
         ``kernels/warp_ops.py``, on either device: ImportError without
-        warp-lang) or "auto" (the fastest measured on this kind of device:
-        fused on the CPU; on CUDA the reference table until the fused one has
-        been measured on a GPU)."""
+        warp-lang) or "auto": fused on the CPU; on CUDA the Warp table where
+        warp-lang is installed and sees this GPU (the ``warp`` engine goes
+        with it), else the reference table."""
         if kernels not in KERNEL_PATHS:
             raise ValueError(f"unknown kernels {kernels!r}: choose one of {list(KERNEL_PATHS)}")
         if kernels == "warp":
             if "warp" not in self._tables:
                 self._tables["warp"] = _warp_ops(self.xp)
             return self._tables["warp"]
-        if kernels == "reference" or (kernels == "auto" and self.is_cuda):
+        if kernels == "auto" and self.is_cuda:
+            if "auto" not in self._tables:
+                self._tables["auto"] = _warp_on_gpu(self.xp, self.device_id) \
+                    or self._tables["reference"]
+            return self._tables["auto"]
+        if kernels == "reference":
             return self._tables["reference"]
         if self._fused is None:
             self._fused = (_cuda_ops(self.xp) if self.is_cuda else _cpu_ops()) \
@@ -182,6 +187,15 @@ def _warp_ops(xp):
         raise ImportError(f'kernels="warp" needs NVIDIA Warp ({e}): '
                           'pip install "fastmlp[warp]"') from e
     return WarpOps(xp)
+
+
+def _warp_on_gpu(xp, device_id):
+    """The Warp table where warp-lang is installed and sees GPU ``device_id``, else None."""
+    try:
+        from fastmlp.kernels import warp_ops
+    except ImportError:
+        return None
+    return warp_ops.WarpOps(xp) if warp_ops.sees_gpu(device_id) else None
 
 
 def _cuda_ops(xp):

@@ -311,6 +311,11 @@ def compile_for(arch, module_dir):
     wp.compile_aot_module(sys.modules[__name__], device=None, arch=arch, module_dir=module_dir)
 
 
+def sees_gpu(device_id):
+    """Whether Warp can launch on CUDA device ``device_id`` (a driver and the GPU)."""
+    return wp.get_cuda_device_count() > device_id
+
+
 # --- the op table -----------------------------------------------------------------------
 
 class _Launch:

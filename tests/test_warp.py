@@ -146,3 +146,13 @@ def test_the_batch_gather_equals_numpy(source, dtype):
     if source == dtype:
         out[...] = np.nan
         np.testing.assert_array_equal(ops.take_rows(a, idx, out), a[idx])
+
+
+def test_auto_on_cuda_takes_the_warp_table_only_where_warp_sees_the_gpu(monkeypatch):
+    from fastmlp import backend
+    from fastmlp.kernels import warp_ops
+    assert warp_ops.sees_gpu(0) is (warp.get_cuda_device_count() > 0)
+    monkeypatch.setattr(warp_ops, "sees_gpu", lambda device_id: False)
+    assert backend._warp_on_gpu(np, 0) is None           # then the reference table
+    monkeypatch.setattr(warp_ops, "sees_gpu", lambda device_id: device_id == 0)
+    assert backend._warp_on_gpu(np, 0).name == "warp" and backend._warp_on_gpu(np, 1) is None

@@ -21,6 +21,8 @@ from fastmlp.engines.base import Engine
 
 #: the optimizer kinds whose update the graph runs (``kernels/warp_ops.py``)
 UPDATES = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+#: the largest batch the factory gives this engine on its own (see ``declines``)
+MAX_ROWS = 4096
 #: the loss heads' hit counts the graph takes: argmax (0) or per label (1)
 _HEAD_KINDS = {"softmax": 0, "sigmoid": 1}
 
@@ -36,10 +38,17 @@ class WarpEngine(Engine):
 
     @classmethod
     def declines(cls, net, bufs, case):
-        if bufs.backend.kind != "cuda" and not case.named:
-            return "the GPU's engine: on the CPU only when asked for by name (engine='warp')"
         if importlib.util.find_spec("warp") is None:
             return 'needs NVIDIA Warp: pip install "fastmlp[warp]"'
+        if not case.named:
+            if bufs.backend.kind != "cuda":
+                return "the GPU's engine: on the CPU only when asked for by name (engine='warp')"
+            if bufs.ops.name != "warp":
+                return (f"goes with the Warp op table (kernels='auto' where Warp sees the GPU, "
+                        f"or 'warp'); the model uses the {bufs.ops.name!r} table")
+            if case.batch_size > MAX_ROWS:
+                return (f"its products are plain Warp loops: from {MAX_ROWS} rows cuBLAS "
+                        "(the layer engine) until tile kernels are measured on a GPU")
         if net.dtype.name not in ("float32", "float64"):
             return f"float32 and float64 kernels; the model is {net.dtype.name}"
         if case.train and any(net.dropout):
