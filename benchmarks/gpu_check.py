@@ -9,8 +9,9 @@ and the parts write their own JSON and PNG files beside it:
 
 1. ``env``: the GPU (``nvidia-smi``) and the versions of CuPy, Warp, NumPy,
    PyTorch and JAX;
-2. ``tests``: the cuda-marked tests, the Warp tests and the op twins, on
-   the device;
+2. ``tests``: the cuda-marked tests, then the Warp tests (the engine's
+   graph replay against its eager launches and the layer engine, on the GPU
+   too) and the op twins;
 3. ``warp-twins``: every Warp op on CuPy arrays against the reference table
    on the same arrays (``kernels="warp"`` on CUDA);
 4. ``compare``: ``benchmarks/compare.py --device cuda`` for fastmlp's
@@ -153,7 +154,8 @@ def main(argv=None):
         ("tests", [py, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "cuda",
                    str(tests)], 240),
         ("warp-tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        str(tests / "test_warp.py"), str(tests / "test_op_twins.py")], 120),
+                        str(tests / "test_warp.py"), str(tests / "test_warp_engine.py"),
+                        str(tests / "test_op_twins.py")], 180),
         ("warp-twins", [py, "-c", WARP_TWINS], 120),
         ("compare", [py, str(bench / "compare.py"), "--device", "cuda", "--systems",
                      "fastmlp,fastmlp-reference,fastmlp-warp,pytorch,jax", "--batch-sizes", sizes,

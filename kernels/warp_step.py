@@ -124,13 +124,50 @@ def add_terms_kernel(terms: wp.array2d(dtype=Any), acc: wp.array(dtype=Any)):
     wp.atomic_add(acc, 0, total)
 
 
-KERNELS = (matmul_kernel, scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel)
+@wp.kernel
+def adam_hyper_kernel(t: wp.array(dtype=wp.int64), beta1: wp.float64, beta2: wp.float64,
+                      hyper: wp.array(dtype=Any)):
+    """The next Adam step on the device: ``t`` + 1 and its bias corrections
+    1 - beta ** t into ``hyper[1:3]``, computed in float64 (as the host
+    computes them for a single step) and then rounded."""
+    step = t[0] + wp.int64(1)
+    t[0] = step
+    hyper[1] = hyper.dtype(wp.float64(1.0) - wp.pow(beta1, wp.float64(step)))
+    hyper[2] = hyper.dtype(wp.float64(1.0) - wp.pow(beta2, wp.float64(step)))
+
+
+KERNELS = (matmul_kernel, scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel,
+           adam_hyper_kernel)
 for _k in KERNELS:
     for _f in _FLOATS.values():
         wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
 
 
-class StepGraph:
+class Recorded:
+    """A list of launches (``launches``: (kernel, dim, inputs)) on ``device``,
+    run eagerly or recorded once into a graph and replayed."""
+
+    device = None
+    launches = ()
+    graph = None
+
+    def run(self, stream=None):
+        """One step: the launches, eagerly."""
+        for kernel, dim, inputs in self.launches:
+            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream)
+
+    def capture(self, stream=None):
+        """Record the launches into a graph (without running them)."""
+        with wp.ScopedCapture(device=self.device, stream=stream) as cap:
+            self.run(stream)
+        self.graph = cap.graph
+
+    def replay(self, stream=None):
+        """One step: the recorded graph."""
+        wp.capture_launch(self.graph, stream=stream)
+
+
+class StepGraph(Recorded):
     """The launches of one training step for batches of ``n`` rows, on
     buffers that stay put, recorded once and replayed.
 
@@ -193,17 +230,14 @@ class StepGraph:
     def _launch(self, kernel, dim, inputs):
         self.launches.append((kernel, dim, inputs))
 
-    def run(self, stream=None):
-        """One step: the launches, eagerly."""
-        for kernel, dim, inputs in self.launches:
-            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream)
 
-    def capture(self, stream=None):
-        """Record the launches into a graph (without running them)."""
-        with wp.ScopedCapture(device=self.device, stream=stream) as cap:
-            self.run(stream)
-        self.graph = cap.graph
+class EpochGraph(Recorded):
+    """Every step of an epoch in one graph. ``steps``: per step, the
+    launches that gather its batch (through the device-side order, so that a
+    new permutation needs no new capture) and that advance the update's
+    hyperparameters, followed by that step's :class:`StepGraph`."""
 
-    def replay(self, stream=None):
-        """One step: the recorded graph."""
-        wp.capture_launch(self.graph, stream=stream)
+    def __init__(self, device, steps):
+        self.device = device
+        self.launches = [launch for before, step in steps
+                         for launch in [*before, *step.launches]]

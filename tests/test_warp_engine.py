@@ -111,8 +111,29 @@ def test_a_schedule_changes_the_rate_without_a_new_capture():
     (ref, h_ref), (got, h_got) = out
     assert h_got.history["lr"] == [0.1, 0.05, 0.025] == h_ref.history["lr"]
     _assert_same(got, ref, "float64")
-    # batches of 30 and a last one of 20: two graphs for three epochs at three rates
-    assert len(got.engine_for(30)._graphs) == 2
+    # three epochs at three rates (batches of 30 and a last one of 20): one epoch graph
+    assert [key[0] for key in got.engine_for(30)._graphs] == ["epoch"]
+
+
+def test_with_batch_hooks_the_steps_replay_one_graph_each_and_agree():
+    """A callback that sees every batch takes the step graphs (one per batch
+    size), not the epoch's: the same model either way."""
+    class Seen(fm.callbacks.Callback):
+        batches = 0
+
+        def on_train_batch_end(self, batch, logs):
+            Seen.batches += 1
+
+    x, y = _data("cross_entropy")
+    models = []
+    for callbacks in ([], [Seen()]):
+        m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cpu", engine="warp")
+        m.fit(x, y, epochs=2, batch_size=30, optimizer="adam", callbacks=callbacks)
+        models.append(m)
+    assert Seen.batches == 14
+    kinds = [sorted(key[0] for key in m.engine_for(30)._graphs) for m in models]
+    assert kinds == [["epoch"], ["step", "step"]]
+    np.testing.assert_allclose(models[1].params, models[0].params, rtol=1e-12, atol=1e-15)
 
 
 def test_a_step_leaves_loss_and_hits_on_the_device():
@@ -158,3 +179,25 @@ def test_the_step_module_compiles_ahead_of_time_for_the_gpu(arch, tmp_path):
     from fastmlp.kernels import warp_step
     wp.compile_aot_module(warp_step, arch=arch, module_dir=tmp_path)
     assert len(list(tmp_path.glob(f"*.sm{arch}.cubin"))) == 1
+
+
+def _warp_sees_gpu():
+    import warp as wp
+    return wp.get_cuda_device_count() > 0
+
+
+@pytest.mark.skipif(not _warp_sees_gpu(), reason="Warp sees no CUDA GPU (this runs on a device)")
+@pytest.mark.parametrize("optimizer", ["sgd", "nesterov", "adam"])
+@pytest.mark.parametrize("capture", [True, False])
+def test_on_the_gpu_the_engine_equals_the_layer_engine(optimizer, capture, monkeypatch):
+    from fastmlp.engines.warp import WarpEngine
+    monkeypatch.setattr(WarpEngine, "capture", capture)
+    x, y = _data("cross_entropy")
+    models = []
+    for engine in ("layer", "warp"):
+        m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cuda", kernels="reference",
+                   engine=engine)
+        m.fit(x, y, epochs=2, batch_size=20, optimizer=OPTIMIZERS[optimizer]())
+        models.append(m)
+    a, b = (m.backend.to_numpy(m.params) for m in models)
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= TOL["float64"]

@@ -67,28 +67,41 @@ class WarpEngine(Engine):
     def scratch_nbytes(self):
         return sum(g["nbytes"] for g in self._graphs.values())
 
-    # --- the graph of a case ------------------------------------------------------------
+    # --- graphs ------------------------------------------------------------------------
 
-    def _graph(self, n, weighted, optimizer):
-        form = optimizer.form if optimizer is not None else None
-        state = optimizer.state[0] if optimizer is not None else {}
-        key = (n, weighted, None if form is None else (form.kind, form.hyper),
-               tuple(id(a) for a in state.values()))
+    def _key(self, optimizer):
+        if optimizer is None:
+            return None, ()
+        form, state = optimizer.form, optimizer.state[0]
+        return (form.kind, form.hyper), tuple(id(a) for a in state.values())
+
+    def _cached(self, key, build):
         entry = self._graphs.get(key)
         if entry is None:
             if len(self._graphs) > 8:            # a run of odd batch sizes: keep it bounded
                 self._graphs.clear()
-            entry = self._graphs[key] = self._build(n, weighted, form, state)
+            entry = self._graphs[key] = build()
         return entry
 
-    def _build(self, n, weighted, form, state):
+    def _graph(self, n, weighted, optimizer):
+        """One step's graph, for batches of ``n`` rows."""
+        return self._cached(("step", n, weighted, *self._key(optimizer)),
+                            lambda: self._build(n, weighted, optimizer))
+
+    def _shared(self):
+        """Buffers every step of a graph shares: the (loss, hits) accumulator,
+        the update's rate and bias corrections, and Adam's step count."""
+        xp, dt = self.bufs.backend.xp, self.net.dtype
+        return {"acc": xp.zeros(2, dt), "hyper": xp.zeros(3, dt), "t": xp.zeros(1, xp.int64)}
+
+    def _plan(self, n, weighted, form, state, shared):
+        """A :class:`StepGraph` for ``n`` rows (its own input buffers, the
+        ``shared`` ones), and its buffers."""
         net, bufs, ops = self.net, self.bufs, self._ops
-        xp, dt = bufs.backend.xp, net.dtype
-        sizes = net.sizes
+        xp, dt, sizes = bufs.backend.xp, net.dtype, net.sizes
         go = ops._Launch(bufs.params)
         mine = {"x": xp.zeros((n, sizes[0]), dt), "y": xp.zeros((n, sizes[-1]), dt),
-                "w": xp.ones(n, dt), "acc": xp.zeros(2, dt), "scales": xp.zeros(1, dt),
-                "hyper": xp.zeros(3, dt)}
+                "w": xp.ones(n, dt), "scales": xp.zeros(1, dt)}
         acts = [xp.zeros((n, k), dt) for k in sizes[1:]]
         deltas = [xp.zeros((n, k), dt) for k in sizes[1:-1]]
         loss = net.loss
@@ -99,18 +112,64 @@ class WarpEngine(Engine):
                   for w, b, gw, gb in zip(bufs.weights, bufs.biases, bufs.grad_weights,
                                           bufs.grad_biases)]
         f = ops._FLOATS[dt]
-        update = None if form is None else self._update(form, state, wrap, mine["hyper"], f)
-        graph = self._step.StepGraph(
+        update = None if form is None else self._update(form, state, wrap, shared["hyper"], f)
+        step = self._step.StepGraph(
             go.device, layers, (wrap(mine["x"]), wrap(mine["y"]), wrap(mine["w"])),
             [wrap(a) for a in acts], [wrap(d) for d in deltas], wrap(scratch),
-            wrap(mine["acc"]), wrap(mine["scales"]), code=net.activation.code, loss=loss,
+            wrap(shared["acc"]), wrap(mine["scales"]), code=net.activation.code, loss=loss,
             head_kind=_HEAD_KINDS.get(loss.head.name), per_row=per_row,
             mean=int(net.reduction == "mean"), has_w=int(weighted),
-            floor=f(self._ops.activations.FLOOR[dt.name]), update=update)
+            floor=f(ops.activations.FLOOR[dt.name]), update=update)
+        mine["nbytes"] = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch]
+                             if hasattr(a, "nbytes"))
+        return step, mine
+
+    def _build(self, n, weighted, optimizer):
+        form = None if optimizer is None else optimizer.form
+        state = {} if optimizer is None else optimizer.state[0]
+        shared = self._shared()
+        graph, mine = self._plan(n, weighted, form, state, shared)
+        go = self._ops._Launch(self.bufs.params)
         if self.capture:
             graph.capture(go.own_stream())
-        nbytes = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch])
-        return {"graph": graph, "launch": go, "nbytes": nbytes, **mine}
+        return {"graph": graph, "launch": go, **shared, **mine}
+
+    def _build_epoch(self, x, y, weights, optimizer):
+        """One graph for a whole epoch over ``x``, ``y`` (and ``weights``):
+        per step, the batch gathered through the device-side order, Adam's
+        step advanced on the device, then the step."""
+        ops, xp = self._ops, self.bufs.backend.xp
+        form, state = optimizer.form, optimizer.state[0]
+        n_rows, bs = x.shape[0], self.case.batch_size
+        go = ops._Launch(self.bufs.params)
+        shared = {**self._shared(), "order": xp.zeros(n_rows, xp.int64)}
+        wrap = go.array
+        order = wrap(shared["order"])
+        sources = [wrap(x), wrap(y)] + ([wrap(weights.reshape(-1, 1))] if weights is not None
+                                        else [])
+        f, wp64 = ops._FLOATS[self.net.dtype], ops.wp.float64
+        plans, steps, nbytes = {}, [], 0
+        for lo in range(0, n_rows, bs):
+            rows = min(bs, n_rows - lo)
+            if rows not in plans:
+                plans[rows] = self._plan(rows, weights is not None, form, state, shared)
+                nbytes += plans[rows][1]["nbytes"]
+            step, mine = plans[rows]
+            idx = order[lo:lo + rows]
+            targets = [wrap(mine["x"]), wrap(mine["y"])] + (
+                [wrap(mine["w"].reshape(-1, 1))] if weights is not None else [])
+            before = [(ops.gather_kernel, (rows, src.shape[1]), [src, idx, f(1.0), dst])
+                      for src, dst in zip(sources, targets)]
+            if form.kind in ("adam", "adamw"):
+                b1, b2 = form.get("betas")
+                before.append((self._step.adam_hyper_kernel, 1,
+                               [wrap(shared["t"]), wp64(b1), wp64(b2), wrap(shared["hyper"])]))
+            steps.append((before, step))
+        graph = self._step.EpochGraph(go.device, steps)
+        if self.capture:
+            graph.capture(go.own_stream())
+        return {"graph": graph, "launch": go, "steps": len(steps), "nbytes": nbytes,
+                "sources": (x, y, weights), **shared}
 
     def _update(self, form, state, wrap, hyper, f):
         """A function launching ``form``'s update over the flat buffers."""
@@ -139,14 +198,7 @@ class WarpEngine(Engine):
 
     # --- steps --------------------------------------------------------------------------
 
-    def _run(self, entry, x, y, weights, hyper=None):
-        entry["x"][...] = x
-        entry["y"][...] = y
-        if weights is not None:
-            entry["w"][...] = weights
-        entry["acc"][...] = 0
-        if hyper is not None:
-            entry["hyper"][...] = self.bufs.backend.xp.asarray(hyper, entry["hyper"].dtype)
+    def _replay(self, entry):
         graph, go = entry["graph"], entry["launch"]
         with go.ordered() as stream:
             if graph.graph is not None:
@@ -156,16 +208,40 @@ class WarpEngine(Engine):
         out = entry["acc"].copy()               # the next replay reuses the accumulator
         return out[0], out[1]
 
+    def _run(self, entry, x, y, weights, hyper=None):
+        entry["x"][...] = x
+        entry["y"][...] = y
+        if weights is not None:
+            entry["w"][...] = weights
+        entry["acc"][...] = 0
+        if hyper is not None:
+            entry["hyper"][...] = self.bufs.backend.xp.asarray(hyper, entry["hyper"].dtype)
+        return self._replay(entry)
+
+    def _run_epoch(self, entry, order, lr, t):
+        xp = self.bufs.backend.xp
+        if order is None:
+            entry["order"][...] = xp.arange(entry["order"].size)
+        else:
+            entry["order"][...] = order
+        entry["acc"][...] = 0
+        entry["hyper"][...] = xp.asarray([lr, 1.0, 1.0], entry["hyper"].dtype)
+        entry["t"][...] = t
+        return self._replay(entry)
+
+    def _updates_here(self, optimizer):
+        return (optimizer.form.kind in UPDATES and optimizer.state is not None
+                and optimizer.is_for([self.bufs.params]))
+
     def grad(self, x, y, targets=None, weights=None):
         entry = self._graph(x.shape[0], weights is not None, None)
         loss, hits = self._run(entry, x, y, weights)
         return loss, (hits if targets is not None else None)
 
     def train_step(self, x, y, targets, optimizer, weights=None):
-        form = optimizer.form
-        if form.kind not in UPDATES or optimizer.state is None \
-                or not optimizer.is_for([self.bufs.params]):
+        if not self._updates_here(optimizer):
             return super().train_step(x, y, targets, optimizer, weights)
+        form = optimizer.form
         entry = self._graph(x.shape[0], weights is not None, optimizer)
         t = optimizer.t + 1                      # the step this update is
         hyper = [form.lr, 1.0, 1.0]
@@ -174,4 +250,19 @@ class WarpEngine(Engine):
             hyper = [form.lr, 1 - b1 ** t, 1 - b2 ** t]
         loss, hits = optimizer.step([self.bufs.params], None, run=self._run,
                                     args=(entry, x, y, weights, hyper))
+        return loss, (hits if targets is not None else None)
+
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+        """The whole epoch as one graph replay; None for compact inputs (the
+        batches cast them) and updates the graph does not run."""
+        if not self._updates_here(optimizer) or x.dtype != self.net.dtype:
+            return None
+        key = ("epoch", id(x), id(y), id(weights), *self._key(optimizer))
+        if key not in self._graphs:              # one epoch graph: it holds the data alive
+            for old in [k for k in self._graphs if k[0] == "epoch"]:
+                del self._graphs[old]
+        entry = self._cached(key, lambda: self._build_epoch(x, y, weights, optimizer))
+        loss, hits = optimizer.step([self.bufs.params], None, run=self._run_epoch,
+                                    args=(entry, order, optimizer.form.lr, optimizer.t),
+                                    steps=entry["steps"])
         return loss, (hits if targets is not None else None)
