@@ -161,8 +161,7 @@ def _sklearn(bs, x, y, device):
 SYSTEMS = {
     "fastmlp": _fastmlp("auto"),
     "fastmlp-reference": _fastmlp("reference"),
-    # the same as "fastmlp" on the CPU; on CUDA, the fused kernels that "auto"
-    # does not pick until measured: add it with --systems there
+    # the same as "fastmlp" (Numba on the CPU, Warp on CUDA where Warp sees the GPU)
     "fastmlp-fused": _fastmlp("fused"),
     # every op in NVIDIA Warp (kernels/warp_ops.py), the products in xp.matmul
     "fastmlp-warp": _fastmlp("warp"),

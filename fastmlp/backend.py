@@ -45,8 +45,9 @@ class Backend:
 
     def ops_for(self, kernels="auto"):
         """The op table of a kernel path: "reference" (plain xp, the ground
-        truth), "fused" (Numba kernels: ``kernels/cpu_ops.py`` or ``kernels/cuda.py``;
-        the reference table when Numba is missing), "warp" (NVIDIA Warp kernels,
+        truth), "fused" (the compiled kernels: Numba's on the CPU,
+        ``kernels/cpu_ops.py``, the reference table when Numba is missing; on
+        CUDA the Warp table, the reference one where Warp sees no GPU), "warp" (NVIDIA Warp kernels,
         ``kernels/warp_ops.py``, on either device: ImportError without
         warp-lang) or "auto": fused on the CPU; on CUDA the Warp table where
         warp-lang is installed and sees this GPU (the ``warp`` engine goes
@@ -65,7 +66,7 @@ class Backend:
         if kernels == "reference":
             return self._tables["reference"]
         if self._fused is None:
-            self._fused = (_cuda_ops(self.xp) if self.is_cuda else _cpu_ops()) \
+            self._fused = (_cuda_ops(self.xp, self.device_id) if self.is_cuda else _cpu_ops()) \
                 or self._tables["reference"]
         return self._fused
 
@@ -198,13 +199,11 @@ def _warp_on_gpu(xp, device_id):
     return warp_ops.WarpOps(xp) if warp_ops.sees_gpu(device_id) else None
 
 
-def _cuda_ops(xp):
-    try:
-        from fastmlp.kernels.cuda import CudaOps
-    except ImportError as e:
-        log.warning("numba.cuda is unavailable (%s): using the reference kernels", e)
-        return None
-    return CudaOps(xp)
+def _cuda_ops(xp, device_id):
+    table = _warp_on_gpu(xp, device_id)
+    if table is None:
+        log.warning("NVIDIA Warp is not installed or sees no GPU: using the reference kernels")
+    return table
 
 
 def _numeric(a):

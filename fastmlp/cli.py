@@ -165,7 +165,7 @@ def info(args=None):
 
     print(f"fastmlp {__version__}, Python {platform.python_version()} on {platform.platform()}")
     for dist in ("numpy", "numba", "safetensors", "tqdm", "cupy-cuda13x", "cupy-cuda12x",
-                 "numba-cuda"):
+                 "warp-lang"):
         try:
             print(f"  {dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -4,7 +4,7 @@ kernel is tested against.
 The maths of each op is declared once, in its spec (``activations.py``,
 ``losses.py``, ``updates.py``), as plain ``xp`` code that works on NumPy and
 CuPy; this table dispatches to those reference implementations. Faster
-tables (Numba on the CPU, numba.cuda on the GPU) subclass it and offer the
+tables (Numba on the CPU, NVIDIA Warp on either device) subclass it and offer the
 same methods with the same in-place contract, using the specs' compiled
 implementations where they win.
 

@@ -5,7 +5,7 @@ times the array's largest magnitude applies too: a sum that cancels to near
 zero differs by summation-order rounding of the large terms, not of itself.
 Elementwise results take ``floor=False``: each element is held to its own
 relative tolerance, tails included. Shared by test_cpu_kernels.py,
-test_engines.py and cudasim/check_cuda_kernels.py."""
+test_engines.py and test_op_twins.py."""
 
 import numpy as np
 

@@ -96,8 +96,7 @@ def test_import_loads_no_cupy_numba_tqdm_or_kernels():
 
 
 def test_model_code_has_no_device_branches():
-    """Only backend.py (and the device kernels, kernels/cuda.py and warp_ops.py)
-    may know about CuPy."""
+    """Only backend.py (and the device kernels, warp_ops.py) may know about CuPy."""
     import pathlib
     import re
     device_code = re.compile(r"^\s*(import cupy|from cupy|import numba\.cuda"
@@ -106,7 +105,7 @@ def test_model_code_has_no_device_branches():
     package = pathlib.Path(fm.__file__).parent
     kernels = pathlib.Path(fm.kernels.__file__).parent
     for path in [*package.glob("*.py"), *kernels.glob("*.py")]:
-        if path.name not in ("backend.py", "cuda.py", "warp_ops.py"):
+        if path.name not in ("backend.py", "warp_ops.py"):
             assert not device_code.search(path.read_text()), path.name
 
 
