@@ -6,7 +6,7 @@ The launches of one step, for a batch of ``n`` rows already copied into the
 step's own input buffers:
 
 1. the loss scale from the batch's weights (``scale_kernel``), on the device;
-2. forward, layer by layer: ``Z = A W`` (``matmul_kernel``), then bias +
+2. forward, layer by layer: ``Z = A W`` (the tile product, ``GEMMS``), then bias +
    activation (``warp_ops.bias_act_kernel``); the logits stay in the last
    layer's buffer;
 3. hits (``hits_kernel``) and the loss head (``warp_ops``' cross-entropy or
@@ -20,10 +20,12 @@ step's own input buffers:
    array that the host rewrites between replays: schedules need no new
    capture.
 
-The products are plain loops, one output element a thread, summed in a
-fixed order: the same results on every device, run to run. Tile kernels for
-the GPU (tiny-cuda-nn's fully fused MLP) are the next step; this is the
-graph they will go into. Kernels are leaves: nothing here imports fastmlp.
+The products are Warp tile kernels (``wp.tile_load`` / ``tile_matmul`` /
+``tile_store``, 16 x 16 tiles), one output tile a thread block, summed over
+K in a fixed order: the same results run to run. Fusing a block of rows'
+whole forward and backward into one kernel with the activations kept on
+chip (tiny-cuda-nn's fully fused MLP) is the next step, once a GPU can
+measure it. Kernels are leaves: nothing here imports fastmlp.
 """
 
 import typing
@@ -36,25 +38,53 @@ from .warp_ops import _FLOATS, _concrete
 Any = typing.Any
 
 
-@wp.kernel
-def matmul_kernel(a: wp.array2d(dtype=Any), b: wp.array2d(dtype=Any), c: wp.array2d(dtype=Any),
-                  ta: int, tb: int):
-    """c = op(a) op(b), op transposing where ``ta`` / ``tb``; one element of
-    ``c`` a thread, its sum in index order."""
-    i, j = wp.tid()
-    k_len = a.shape[1]
-    if ta != 0:
-        k_len = a.shape[0]
-    acc = c.dtype(0.0)
-    for k in range(k_len):
-        av = a[i, k]
-        if ta != 0:
-            av = a[k, i]
-        bv = b[k, j]
-        if tb != 0:
-            bv = b[j, k]
-        acc += av * bv
-    c[i, j] = acc
+#: the tile edge of the products, and the threads of each tile's block
+TILE, TILE_THREADS = 16, 64
+# every kernel of this module launches with TILE_THREADS a block: one build per device
+# (Warp builds a module once per block size), and the one that AOT compiles
+wp.set_module_options({"block_dim": TILE_THREADS})
+
+
+def _gemm(dtype, ta, tb):
+    """The tile kernel of c = op(a) op(b) in ``dtype``, op transposing where
+    ``ta`` / ``tb``: one (TILE, TILE) block of ``c`` per thread block, summed
+    over K in tiles; Warp's tile loads and stores are bounds-checked (padded
+    with zeros), so no size needs to be a multiple of the tile."""
+    t, trans_a, trans_b = TILE, wp.constant(ta), wp.constant(tb)
+
+    def gemm(a: wp.array2d(dtype=dtype), b: wp.array2d(dtype=dtype),
+             c: wp.array2d(dtype=dtype)):
+        i, j = wp.tid()
+        acc = wp.tile_zeros(shape=(t, t), dtype=dtype)
+        k_len = a.shape[1]
+        if trans_a:
+            k_len = a.shape[0]
+        for k in range((k_len + t - 1) // t):
+            if trans_a:
+                ta_ = wp.tile_transpose(wp.tile_load(a, shape=(t, t), offset=(k * t, i * t)))
+            else:
+                ta_ = wp.tile_load(a, shape=(t, t), offset=(i * t, k * t))
+            if trans_b:
+                tb_ = wp.tile_transpose(wp.tile_load(b, shape=(t, t), offset=(j * t, k * t)))
+            else:
+                tb_ = wp.tile_load(b, shape=(t, t), offset=(k * t, j * t))
+            wp.tile_matmul(ta_, tb_, acc)
+        wp.tile_store(c, acc, offset=(i * t, j * t))
+
+    gemm.__name__ = gemm.__qualname__ = (f"gemm_{'tn'[not ta]}{'tn'[not tb]}_"
+                                         f"{dtype.__name__}")
+    return wp.kernel(gemm)
+
+
+#: (dtype, transpose a, transpose b) -> its product kernel: A W, dZ W^T and A^T dZ
+GEMMS = {(f, ta, tb): _gemm(f, ta, tb) for f in (wp.float32, wp.float64)
+         for ta, tb in ((0, 0), (0, 1), (1, 0))}
+
+
+def gemm_launch(a, b, c, ta, tb):
+    """The (kernel, dim, inputs, block_dim) launch of c = op(a) op(b)."""
+    grid = ((c.shape[0] + TILE - 1) // TILE, (c.shape[1] + TILE - 1) // TILE, TILE_THREADS)
+    return GEMMS[(c.dtype, ta, tb)], grid, [a, b, c], TILE_THREADS
 
 
 @wp.kernel
@@ -136,11 +166,16 @@ def adam_hyper_kernel(t: wp.array(dtype=wp.int64), beta1: wp.float64, beta2: wp.
     hyper[2] = hyper.dtype(wp.float64(1.0) - wp.pow(beta2, wp.float64(step)))
 
 
-KERNELS = (matmul_kernel, scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel,
+KERNELS = (scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel,
            adam_hyper_kernel)
 for _k in KERNELS:
     for _f in _FLOATS.values():
         wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+
+
+def _block_dim(kernel):
+    """Threads a block for ``kernel``: its module's, so that no module is built twice."""
+    return TILE_THREADS if kernel.module.name == __name__ else 256
 
 
 class Recorded:
@@ -152,9 +187,10 @@ class Recorded:
     graph = None
 
     def run(self, stream=None):
-        """One step: the launches, eagerly."""
-        for kernel, dim, inputs in self.launches:
-            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream)
+        """The launches, eagerly."""
+        for kernel, dim, inputs, block_dim in self.launches:
+            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream,
+                      block_dim=block_dim or _block_dim(kernel))
 
     def capture(self, stream=None):
         """Record the launches into a graph (without running them)."""
@@ -193,7 +229,7 @@ class StepGraph(Recorded):
         a = x
         for l, (wt, b, _, _) in enumerate(layers):
             z = acts[l]
-            launch(matmul_kernel, z.shape, [a, wt, z, 0, 0])
+            launch(*gemm_launch(a, wt, z, 0, 0))
             code_l = code if l < last else 3             # identity on the logits
             launch(warp_ops.bias_act_kernel, z.shape,
                    [z, b if b is not None else z[0], int(b is not None), code_l, floor])
@@ -217,18 +253,18 @@ class StepGraph(Recorded):
             a_in = x if l == 0 else acts[l - 1]
             if db is not None:
                 launch(warp_ops.colsum_kernel, dz.shape[1], [dz, db])
-            launch(matmul_kernel, dw.shape, [a_in, dz, dw, 1, 0])
+            launch(*gemm_launch(a_in, dz, dw, 1, 0))
             if l > 0:
                 da = deltas[l - 1]
-                launch(matmul_kernel, da.shape, [dz, wt, da, 0, 1])
+                launch(*gemm_launch(dz, wt, da, 0, 1))
                 launch(warp_ops.act_grad_kernel, da.shape, [da, acts[l - 1], code])
                 dz = da
         if update is not None:
             update(launch)
         self.graph = None
 
-    def _launch(self, kernel, dim, inputs):
-        self.launches.append((kernel, dim, inputs))
+    def _launch(self, kernel, dim, inputs, block_dim=None):
+        self.launches.append((kernel, dim, inputs, block_dim))
 
 
 class EpochGraph(Recorded):

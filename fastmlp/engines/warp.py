@@ -158,12 +158,13 @@ class WarpEngine(Engine):
             idx = order[lo:lo + rows]
             targets = [wrap(mine["x"]), wrap(mine["y"])] + (
                 [wrap(mine["w"].reshape(-1, 1))] if weights is not None else [])
-            before = [(ops.gather_kernel, (rows, src.shape[1]), [src, idx, f(1.0), dst])
+            before = [(ops.gather_kernel, (rows, src.shape[1]), [src, idx, f(1.0), dst], None)
                       for src, dst in zip(sources, targets)]
             if form.kind in ("adam", "adamw"):
                 b1, b2 = form.get("betas")
                 before.append((self._step.adam_hyper_kernel, 1,
-                               [wrap(shared["t"]), wp64(b1), wp64(b2), wrap(shared["hyper"])]))
+                               [wrap(shared["t"]), wp64(b1), wp64(b2), wrap(shared["hyper"])],
+                               None))
             steps.append((before, step))
         graph = self._step.EpochGraph(go.device, steps)
         if self.capture:
