@@ -293,8 +293,10 @@ def test_grid_search_on_a_dask_cluster_of_two_worker_processes():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
+        # on the CPU, where a GPU is usable too: the check below reads the CPU kernels
         grid = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(max_iter=100,
-                                                                          random_state=0)),
+                                                                          random_state=0,
+                                                                          device="cpu")),
                             {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)],
                              "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3, n_jobs=2)
         with joblib.parallel_backend("dask"):
