@@ -88,7 +88,8 @@ def test_only_what_cupy_has_exists():
 
 def test_no_floating_point_warnings(recwarn):
     a = cp.asarray([1e300, -1.0, 0.0])
-    (a * a, cp.log(a), a / 0, a.astype(np.float32))
+    (a * a, cp.log(a), a / 0, a.astype(np.float32), cp.asarray(a, dtype=np.float32),
+     cp.ascontiguousarray(a[::2], dtype=np.float32), cp.array(a.get(), dtype=np.float32))
     assert not recwarn.list
 
 

@@ -318,7 +318,8 @@ del _name
 def _copy_in(obj, dtype=None, order="K", ndmin=0):
     """Host data (nested sequences of device arrays included) copied to the
     device, in native byte order as CuPy stores it."""
-    host = _np.array(_host_of(obj, strict=False), dtype=dtype, order=order, ndmin=ndmin)
+    with _quiet():
+        host = _np.array(_host_of(obj, strict=False), dtype=dtype, order=order, ndmin=ndmin)
     if not host.dtype.isnative:
         host = host.astype(host.dtype.newbyteorder("="))
     return _wrap(host)
@@ -329,7 +330,8 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocki
         a = obj._a
         if copy is False and (dtype is None or _np.dtype(dtype) == a.dtype) and ndmin <= a.ndim:
             return obj
-        return _wrap(_np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
+        with _quiet():
+            return _wrap(_np.array(a, dtype=dtype, copy=True, order=order, ndmin=ndmin))
     return _copy_in(obj, dtype, order, ndmin)
 
 
@@ -347,7 +349,8 @@ def ascontiguousarray(a, dtype=None):
     if (dtype is None or _np.dtype(dtype) == a.dtype) and a._a.flags.c_contiguous \
             and a.ndim > 0:
         return a
-    return _wrap(_np.ascontiguousarray(a._a, dtype=dtype).reshape(a.shape or (1,)))
+    with _quiet():
+        return _wrap(_np.ascontiguousarray(a._a, dtype=dtype).reshape(a.shape or (1,)))
 
 
 def asnumpy(a, stream=None, order="C", out=None, blocking=True):
