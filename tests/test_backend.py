@@ -38,6 +38,28 @@ def test_cuda_without_cupy_says_what_to_do(without_cupy):
     assert 'pip install "fastmlp[cuda13]"' in message and 'device="cpu"' in message
 
 
+def test_cuda_with_cupy_but_no_gpu_says_that_not_to_install_it(cupy_without_gpu):
+    usable, reason = cuda_status()
+    assert not usable and reason.startswith("CuPy is installed but found no usable GPU")
+    with pytest.raises(RuntimeError) as info:
+        get_backend("cuda")
+    message = str(info.value)
+    assert "nvidia-smi" in message and 'device="cpu"' in message
+    assert "pip install" not in message
+
+
+@pytest.mark.cuda
+def test_a_gpu_index_beyond_the_count_names_the_ones_there():
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    with pytest.raises(RuntimeError) as info:
+        get_backend(f"cuda:{count}")
+    message = str(info.value)
+    assert 'To fix: use "cuda:0"' in message or 'To fix: use one of "cuda:0" to' in message
+    assert 'device="cpu"' in message
+    assert "pip install" not in message
+
+
 def test_auto_falls_back_to_cpu_and_logs_once(without_cupy, caplog):
     with caplog.at_level(logging.INFO, logger="fastmlp"):
         assert get_backend("auto").name == "cpu"
