@@ -56,6 +56,14 @@ def cupy_is_standin():
     return getattr(cupy, "__standin__", False)
 
 
+def pytest_report_header(config):
+    usable, reason = cuda_status()
+    if cupy_is_standin():
+        return (f"cupy: the NumPy stand-in (tests/cupy_standin), its GPU shown to "
+                f"{'every test' if STANDIN == 'all' else 'cuda tests only'}")
+    return f"cupy: {'real, ' if usable else ''}{reason}"
+
+
 def pytest_collection_modifyitems(config, items):
     usable, reason = cuda_status()
     if usable and not cupy_is_standin():
