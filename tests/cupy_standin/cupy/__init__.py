@@ -58,11 +58,11 @@ class _Syncs:
 
 
 syncs = _Syncs()
+_SCALARS = (int, float, bool, complex, _np.generic)
+
+
 def _quiet():
     return _np.errstate(all="ignore")     # CuPy's kernels raise no floating-point warnings
-
-
-_SCALARS = (int, float, bool, complex, _np.generic)
 
 
 def _unsupported(x):
@@ -95,12 +95,12 @@ def _host_of(x, strict):
     return x
 
 
-def _call(fn, args, kwargs, strict=True):
-    """``fn`` (a NumPy function) on the arrays behind the arguments; results
-    wrapped, and an ``out=`` array returned as itself."""
+def _call(fn, args, kwargs):
+    """``fn`` (a NumPy function) on the arrays behind the arguments (NumPy
+    arrays refused); results wrapped, and an ``out=`` array returned as itself."""
     out = kwargs.get("out")
-    args = [_host_of(a, strict) for a in args]
-    kwargs = {k: _host_of(v, strict) for k, v in kwargs.items()}
+    args = [_host_of(a, strict=True) for a in args]
+    kwargs = {k: _host_of(v, strict=True) for k, v in kwargs.items()}
     with _quiet():
         r = fn(*args, **kwargs)
     if isinstance(out, ndarray):
@@ -293,7 +293,6 @@ class ndarray:
         if impl is func or not all(issubclass(t, (ndarray, _np.ndarray)) for t in types):
             return NotImplemented
         return impl(*args, **kwargs)
-
 
 
 for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
