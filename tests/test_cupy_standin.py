@@ -84,6 +84,9 @@ def test_only_what_cupy_has_exists():
     for name in ("normal", "permutation"):        # CuPy's Generator has neither
         with pytest.raises(AttributeError):
             getattr(gen, name)
+    same = cp.random.default_rng(0).random(4).get()
+    assert np.array_equal(same, cp.random.default_rng(0).random(4).get())
+    assert not np.array_equal(same, np.random.default_rng(0).random(4))    # not NumPy's stream
 
 
 def test_no_floating_point_warnings(recwarn):

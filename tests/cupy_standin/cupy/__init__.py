@@ -541,14 +541,17 @@ random = _submodule("random", "Device Generators of the stand-in (NumPy's, wrapp
 
 class Generator:
     """``cupy.random.Generator``: only the methods CuPy's has (no ``normal``,
-    no ``permutation``); results on the device, ``out=`` device arrays."""
+    no ``permutation``); results on the device, ``out=`` device arrays. Its
+    stream differs from NumPy's for the same seed, as CuPy's (XORWOW) does."""
 
     _METHODS = frozenset("""random uniform integers standard_normal standard_exponential
         exponential standard_gamma gamma beta binomial poisson geometric chisquare f power
         dirichlet hypergeometric logseries""".split())
 
-    def __init__(self, bit_generator):
-        self._gen = _np.random.default_rng(bit_generator)
+    def __init__(self, seed):
+        if isinstance(seed, (int, _np.integer)):
+            seed = [int(seed), 0xC0DA]
+        self._gen = _np.random.default_rng(seed)
 
     def __getattr__(self, name):
         if name not in Generator._METHODS:
