@@ -135,7 +135,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    # the GPU's CuPy or nothing: a CuPy that fails here must not pass as the NumPy stand-in
+    env = dict(os.environ, FASTMLP_CUPY_STANDIN="0")
     # run from the tree: from the checkout, its fastmlp/ (without kernels/) would come first
     tree = package_tree()
     paths = [str(tree)]

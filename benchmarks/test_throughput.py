@@ -15,7 +15,8 @@ import fastmlp as fm
 
 SIZES = [784, 128, 64, 10]
 BATCH_SIZES = [1, 16, 64, 256, 1024, 4096]
-KERNELS = ["reference", "fused", "auto"]
+# fused on cuda: numba.cuda kernels (gpu: skipped on the NumPy stand-in for CuPy)
+KERNELS = ["reference", pytest.param("fused", marks=pytest.mark.gpu), "auto"]
 
 
 def _setup(device, kernels, activation, batch_size):

@@ -19,8 +19,12 @@ log = logging.getLogger("fastmlp")
 
 #: kernel paths a model can ask for: "auto" takes the fastest the device has.
 KERNEL_PATHS = ("auto", "fused", "reference", "warp")
-_CUDA_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
-              '(or "fastmlp[cuda12]"), or pass device="cpu"')
+# what to do, by what cuda_status found (each says 'pass device="cpu"': the CLI rewrites that)
+_INSTALL_HINT = ('install CuPy for your CUDA version with `pip install "fastmlp[cuda13]"` '
+                 '(or "fastmlp[cuda12]"), or pass device="cpu"')
+_DRIVER_HINT = ("check that this machine has an NVIDIA GPU and driver (`nvidia-smi`) and that "
+                "the installed CuPy matches the driver's CUDA version (cupy-cuda13x or "
+                'cupy-cuda12x), or pass device="cpu"')
 _backends = {}
 _auto_logged = False
 
@@ -214,17 +218,27 @@ def _numeric(a):
 
 def cuda_status(device_id=0):
     """``(usable, reason)``: whether CuPy is installed and GPU ``device_id`` usable."""
+    return _cuda_check(device_id)[:2]
+
+
+def _cuda_check(device_id):
+    """``(usable, reason, what to do about it)``."""
     try:
         import cupy
     except ImportError as e:
-        return False, f"CuPy is not installed ({e})"
+        return False, f"CuPy is not installed ({e})", _INSTALL_HINT
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:   # no driver, no device, broken toolkit
-        return False, f"CuPy found no usable CUDA device ({type(e).__name__}: {e})"
+        return (False, f"CuPy is installed but found no usable GPU or CUDA driver "
+                       f"({type(e).__name__}: {e})", _DRIVER_HINT)
+    if count == 0:
+        return False, "CuPy is installed but found no GPU", _DRIVER_HINT
     if device_id >= count:
-        return False, f"cuda:{device_id} asked for, but only {count} CUDA device(s) exist"
-    return True, f"{count} CUDA device(s)"
+        there = '"cuda:0"' if count == 1 else f'one of "cuda:0" to "cuda:{count - 1}"'
+        return (False, f"cuda:{device_id} asked for, but only {count} CUDA device(s) exist",
+                f'use {there}, or pass device="cpu"')
+    return True, f"{count} CUDA device(s)", None
 
 
 def _parse(device):
@@ -267,8 +281,8 @@ def _make(name):
     if name == "cpu":
         return Backend("cpu", np)
     device_id = int(name.split(":")[1])
-    usable, reason = cuda_status(device_id)
+    usable, reason, hint = _cuda_check(device_id)
     if not usable:
-        raise RuntimeError(f"device={name!r} is not usable: {reason}. To fix: {_CUDA_HINT}.")
+        raise RuntimeError(f"device={name!r} is not usable: {reason}. To fix: {hint}.")
     import cupy
     return Backend(name, cupy, device_id)

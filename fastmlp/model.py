@@ -371,14 +371,15 @@ class MLP:
         """Why ``given`` (times ``scale``) became non-finite: NaN/inf in the
         data, or finite values too large for the model's dtype (the cast or
         the scaling overflowed)."""
-        try:
-            host = np.asarray(given)
-            finite = host.dtype.kind in "biuf" and bool(np.isfinite(host).all())
-        except (TypeError, ValueError):        # a device array: the data itself is not finite
-            finite = False
-        if not finite:
+        be = self.backend
+        try:                        # looked at where it lies: a device array stays there
+            a = be.asarray(given)
+        except (TypeError, ValueError):
             return f"{name} contains NaN or inf values"
-        return self._too_large(name, float(np.abs(host).max()) * scale)
+        a = a.reshape(-1) if a.ndim == 0 else a
+        if not _all_finite(be.xp, a):
+            return f"{name} contains NaN or inf values"
+        return self._too_large(name, float(be.xp.abs(a).max()) * scale)
 
     def _too_large(self, name, top):
         scaled = name == "x" and self.input_scale != 1.0

@@ -1,8 +1,39 @@
-"""Fixtures of the tests: MNIST and small data (``device`` and ``mnist_dir``
-are in the root conftest)."""
+"""Fixtures of the tests: MNIST and small data, and machines without a usable
+CuPy (``device`` and ``mnist_dir`` are in the root conftest)."""
+
+import sys
 
 import numpy as np
 import pytest
+
+from fastmlp import backend
+
+
+def _forget_cuda_backends(monkeypatch):
+    monkeypatch.setattr(backend, "_backends",
+                        {k: v for k, v in backend._backends.items() if not v.is_cuda})
+    monkeypatch.setattr(backend, "_auto_logged", False)
+
+
+@pytest.fixture
+def without_cupy(monkeypatch):
+    """As on a machine where CuPy is not installed, whatever this one has (real
+    CuPy, the stand-in or nothing): ``import cupy`` fails."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    _forget_cuda_backends(monkeypatch)
+
+
+@pytest.fixture
+def cupy_without_gpu(monkeypatch):
+    """As on a machine where CuPy is installed but finds no driver or GPU
+    (CuPy's own error, code 100: cudaErrorNoDevice)."""
+    cupy = pytest.importorskip("cupy")
+
+    def no_device():
+        raise cupy.cuda.runtime.CUDARuntimeError(100)
+
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", no_device)
+    _forget_cuda_backends(monkeypatch)
 
 
 @pytest.fixture(scope="session")

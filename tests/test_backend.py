@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
-from fastmlp import backend
 from fastmlp.backend import cuda_status, get_backend
 
 
@@ -30,17 +29,38 @@ def test_device_must_be_a_string():
         get_backend(0)
 
 
-@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
-def test_cuda_without_gpu_says_what_to_do():
+def test_cuda_without_cupy_says_what_to_do(without_cupy):
+    usable, reason = cuda_status()
+    assert not usable and reason.startswith("CuPy is not installed")
     with pytest.raises(RuntimeError) as info:
         get_backend("cuda")
     message = str(info.value)
     assert 'pip install "fastmlp[cuda13]"' in message and 'device="cpu"' in message
 
 
-@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
-def test_auto_falls_back_to_cpu_and_logs_once(monkeypatch, caplog):
-    monkeypatch.setattr(backend, "_auto_logged", False)
+def test_cuda_with_cupy_but_no_gpu_says_that_not_to_install_it(cupy_without_gpu):
+    usable, reason = cuda_status()
+    assert not usable and reason.startswith("CuPy is installed but found no usable GPU")
+    with pytest.raises(RuntimeError) as info:
+        get_backend("cuda")
+    message = str(info.value)
+    assert "nvidia-smi" in message and 'device="cpu"' in message
+    assert "pip install" not in message
+
+
+@pytest.mark.cuda
+def test_a_gpu_index_beyond_the_count_names_the_ones_there():
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    with pytest.raises(RuntimeError) as info:
+        get_backend(f"cuda:{count}")
+    message = str(info.value)
+    assert 'To fix: use "cuda:0"' in message or 'To fix: use one of "cuda:0" to' in message
+    assert 'device="cpu"' in message
+    assert "pip install" not in message
+
+
+def test_auto_falls_back_to_cpu_and_logs_once(without_cupy, caplog):
     with caplog.at_level(logging.INFO, logger="fastmlp"):
         assert get_backend("auto").name == "cpu"
         assert get_backend("auto").name == "cpu"

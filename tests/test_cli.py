@@ -196,10 +196,9 @@ def test_missing_data_message_names_the_data_flag(tmp_path, capsys, monkeypatch)
     assert "load_mnist(path=" not in err
 
 
-def test_an_unusable_device_hint_names_the_flag(capsys):
-    from fastmlp.backend import cuda_status
-    if cuda_status()[0]:
-        pytest.skip("CUDA is usable here")
+@pytest.mark.parametrize("machine", ["without_cupy", "cupy_without_gpu"])
+def test_an_unusable_device_hint_names_the_flag(capsys, request, machine):
+    request.getfixturevalue(machine)
     assert cli.main(["train", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--device cpu" in err and 'device="cpu"' not in err

@@ -12,7 +12,6 @@ import fastmlp
 import fastmlp.atomic
 import fastmlp.io
 from fastmlp import optim
-from fastmlp.backend import cuda_status
 
 TMP_GLOB = "*" + fastmlp.atomic.SUFFIX
 
@@ -420,8 +419,7 @@ def test_a_pickled_model_is_its_host_arrays_and_resumes_exactly(device, blobs):
                                   model.backend.to_numpy(model.params))
 
 
-@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
-def test_a_model_pickled_on_a_gpu_unpickles_on_the_cpu_with_a_warning(blobs):
+def test_a_model_pickled_on_a_gpu_unpickles_on_the_cpu_with_a_warning(blobs, without_cupy):
     x, y = blobs
     model = fastmlp.MLP([4, 8, 3], seed=0, device="cpu")
     state = model.__getstate__()

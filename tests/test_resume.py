@@ -98,6 +98,30 @@ def test_values_too_large_for_the_dtype_are_not_called_nan(data):
     fastmlp.MLP([6, 3], device="cpu", dtype="float64").prepare(x, data[1])   # fits float64
 
 
+def test_values_too_large_given_on_the_device_are_not_called_nan(data, device):
+    """Inputs already on the model's device (CuPy arrays on cuda) are checked
+    there: finite values that overflow the dtype are reported as such."""
+    model = fastmlp.MLP([6, 3], device=device)
+    on = model.backend.asarray
+    x, y = data[0].astype(np.float64), data[1]
+    x[3, 2] = 1e300
+    with pytest.raises(ValueError, match=r"x holds values up to 1e\+300, beyond the range of "
+                                         "float32"):
+        model.fit(on(x), on(y))
+    x[3, 2] = np.inf
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        model.fit(on(x), on(y))
+    w = np.ones(len(y))
+    w[5] = -1e300
+    with pytest.raises(ValueError, match=r"sample_weight holds values up to 1e\+300"):
+        model.fit(on(data[0]), on(y), sample_weight=on(w))
+    regression = fastmlp.MLP([6, 2], loss="mse", device=device)
+    t = np.ones((len(y), 2))
+    t[0, 1] = 1e300
+    with pytest.raises(ValueError, match=r"y holds values up to 1e\+300, beyond the range"):
+        regression.fit(on(data[0]), on(t))
+
+
 def test_targets_and_weights_too_large_for_the_dtype_say_so(data):
     x = data[0]
     model = fastmlp.MLP([6, 2], loss="mse", device="cpu")

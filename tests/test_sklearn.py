@@ -17,7 +17,6 @@ from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from fastmlp.backend import cuda_status  # noqa: E402
 from fastmlp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -273,8 +272,7 @@ def test_set_params_device_moves_a_fitted_estimator(blobs):
                                rtol=1e-5)
 
 
-@pytest.mark.skipif(cuda_status()[0], reason="a GPU is usable here")
-def test_set_params_device_on_a_fitted_estimator_says_what_is_wrong(blobs):
+def test_set_params_device_on_a_fitted_estimator_says_what_is_wrong(blobs, without_cupy):
     x, y = blobs
     clf = MLPClassifier((8,), max_iter=2, random_state=0).fit(x, y)
     with pytest.raises(RuntimeError, match="not usable"):
@@ -295,8 +293,10 @@ def test_grid_search_on_a_dask_cluster_of_two_worker_processes():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
+        # on the CPU, where a GPU is usable too: the check below reads the CPU kernels
         grid = GridSearchCV(make_pipeline(StandardScaler(), MLPClassifier(max_iter=100,
-                                                                          random_state=0)),
+                                                                          random_state=0,
+                                                                          device="cpu")),
                             {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)],
                              "mlpclassifier__alpha": [1e-4, 1e-2]}, cv=3, n_jobs=2)
         with joblib.parallel_backend("dask"):

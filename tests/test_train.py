@@ -152,3 +152,33 @@ def test_shuffled_batches_are_the_permuted_rows_short_last_batch_included():
     np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x[perm])
     np.testing.assert_array_equal(np.concatenate([b[2] for b in got]), t[perm])
     assert all(b[1] is None for b in got)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("options", [{}, {"weighted": True, "validation_split": 0.25,
+                                          "optimizer": "sgd", "dropout": 0.5}])
+def test_a_fit_on_cuda_reads_the_device_once_per_epoch_not_per_step(blobs, options):
+    """The host waits for the GPU a few times per epoch (the epoch's loss and
+    hits, the divergence check), never per step: counted by the CuPy stand-in,
+    whose every host read of device data (float, bool, item, get,
+    synchronize, ...) is one synchronisation."""
+    cupy = pytest.importorskip("cupy")
+    if not getattr(cupy, "__standin__", False):
+        pytest.skip("host synchronisations are counted by the CuPy stand-in only")
+    options = dict(options)
+    weighted, dropout = options.pop("weighted", False), options.pop("dropout", 0.0)
+    x, y = blobs                                   # 90 rows
+
+    def syncs(epochs, batch_size):
+        model = _model("cuda", dropout=dropout)
+        data = model.prepare(x, y, np.linspace(0.5, 1.5, len(y)) if weighted else None)
+        cupy.syncs.reset()
+        model.fit(data, epochs=epochs, batch_size=batch_size, **options)
+        return cupy.syncs.count, dict(cupy.syncs.where)
+
+    one_step, where = syncs(1, None)
+    many_steps = syncs(1, 2)                       # 45 steps an epoch (34 with validation)
+    assert many_steps[0] == one_step, (where, many_steps[1])
+    three_epochs = syncs(3, 2)
+    per_epoch = (three_epochs[0] - many_steps[0]) / 2
+    assert 0 < per_epoch <= 6, three_epochs[1]
