@@ -17,8 +17,8 @@ and the parts write their own JSON and PNG files beside it:
 4. ``compare``: ``benchmarks/compare.py --device cuda`` for fastmlp's
    tables against PyTorch (eager) and JAX;
 5. ``mnist``: the MNIST recipe (``benchmarks/mnist_e2e.py --device cuda``),
-   with the data from ``FASTMLP_DATA`` (carry a copy of
-   ``../shared/datasets`` in an ignored folder).
+   with the data from ``FASTMLP_DATA``, else ``.device/datasets`` (carry a
+   copy of ``../shared/datasets`` there: ``.device/`` is ignored).
 
 Nothing is fetched: fastmlp is imported from this checkout through a
 throw-away package tree (the ``kernels/`` folder mapped to
@@ -148,6 +148,9 @@ def main(argv=None):
     if site is not None:
         paths.append(str(site))
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    carried = ROOT / ".device" / "datasets"
+    if "FASTMLP_DATA" not in env and (carried / "mnist").is_dir():
+        env["FASTMLP_DATA"] = str(carried)          # a copy of ../shared/datasets, carried
     py, tests, bench = sys.executable, ROOT / "tests", ROOT / "benchmarks"
     sizes = "1,64,1024,16384" if args.quick else "1,16,64,256,1024,4096,16384,65536"
     parts = [

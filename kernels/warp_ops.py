@@ -291,6 +291,8 @@ def _concrete(t, f):
 for _k in KERNELS:
     for _f in _FLOATS.values():
         wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+#: index and counter arrays
+_INTS = {np.dtype(np.int64): wp.int64, np.dtype(np.int32): wp.int32}
 #: the gather's sources: the float types, and the compact integer inputs
 _SOURCES = {np.dtype(np.uint8): wp.uint8, **_FLOATS}
 for _src in _SOURCES.values():
@@ -356,7 +358,7 @@ class _Launch:
 
     def array(self, a):
         """``a`` as a Warp array on the same memory (no copy)."""
-        dtype = wp.int64 if a.dtype == np.int64 else _SOURCES[a.dtype]
+        dtype = _INTS.get(a.dtype) or _SOURCES[a.dtype]
         return wp.array(a, dtype=dtype, device=self.device, copy=False)
 
     def __call__(self, kernel, dim, inputs):

@@ -166,8 +166,40 @@ def adam_hyper_kernel(t: wp.array(dtype=wp.int64), beta1: wp.float64, beta2: wp.
     hyper[2] = hyper.dtype(wp.float64(1.0) - wp.pow(beta2, wp.float64(step)))
 
 
-KERNELS = (scale_kernel, hits_kernel, add_rows_kernel, add_terms_kernel,
-           adam_hyper_kernel)
+@wp.kernel
+def advance_kernel(seeds: wp.array(dtype=wp.int32)):
+    """The next step's dropout draw: ``seeds[1]`` + 1 (``seeds[0]`` is the base)."""
+    seeds[1] = seeds[1] + 1
+
+
+@wp.kernel
+def dropout_kernel(a: wp.array2d(dtype=Any), keep: wp.array2d(dtype=Any),
+                   out: wp.array2d(dtype=Any), seeds: wp.array(dtype=wp.int32), layer: int,
+                   rate: float, scale: Any):
+    """Inverted dropout of a hidden layer's output: ``keep`` = ``scale`` (1 /
+    (1 - rate)) where a uniform draw is >= ``rate``, else 0, and ``out`` =
+    ``a * keep``. The draw is Warp's counter-based RNG at (the step's seed,
+    the element), so a replay draws new masks without the host."""
+    i, j = wp.tid()
+    m = a.shape[1]
+    # the base leaves 2**24 steps of headroom below int32's limit (fastmlp/engines/warp.py)
+    state = wp.rand_init(seeds[0] + seeds[1], (layer * a.shape[0] + i) * m + j)
+    k = a.dtype(0.0)
+    if wp.randf(state) >= rate:
+        k = scale
+    keep[i, j] = k
+    out[i, j] = a[i, j] * k
+
+
+@wp.kernel
+def mask_kernel(d: wp.array2d(dtype=Any), keep: wp.array2d(dtype=Any)):
+    """d *= keep: the gradient through a dropout mask."""
+    i, j = wp.tid()
+    d[i, j] = d[i, j] * keep[i, j]
+
+
+KERNELS = (dropout_kernel, mask_kernel, scale_kernel, hits_kernel, add_rows_kernel,
+           add_terms_kernel, adam_hyper_kernel)
 for _k in KERNELS:
     for _f in _FLOATS.values():
         wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
@@ -214,19 +246,25 @@ class StepGraph(Recorded):
     ``deltas`` the input gradient of each layer but the first. ``update``: a
     callable launching the optimizer's update (or None: gradients only).
     ``acc``: the 2-element (loss, hits) accumulator, zeroed by the caller.
-    ``scales``: the 1-element loss-scale buffer.
+    ``scales``: the 1-element loss-scale buffer. ``dropout``: None, or
+    ``(rates, keeps, dropped, seeds)``: per hidden layer its rate, its mask
+    and its output after the mask (None where the rate is 0), and the
+    2-element int32 ``(base, step)`` seed.
     """
 
     def __init__(self, device, layers, inputs, acts, deltas, scratch, acc, scales, *, code,
-                 loss, head_kind, per_row, mean, has_w, floor, update):
+                 loss, head_kind, per_row, mean, has_w, floor, update, dropout=None):
         self.device = device
         launch = self._launch
         x, y, w = inputs
         n = x.shape[0]
         last = len(layers) - 1
+        rates, keeps, dropped, seeds = dropout or ((0.0,) * last, None, None, None)
         self.launches = []
+        if seeds is not None:
+            launch(advance_kernel, 1, [seeds])
         launch(scale_kernel, 1, [w, has_w, n, per_row, mean, scales])
-        a = x
+        a, ins = x, [x]                                  # each layer's input, after dropout
         for l, (wt, b, _, _) in enumerate(layers):
             z = acts[l]
             launch(*gemm_launch(a, wt, z, 0, 0))
@@ -234,6 +272,11 @@ class StepGraph(Recorded):
             launch(warp_ops.bias_act_kernel, z.shape,
                    [z, b if b is not None else z[0], int(b is not None), code_l, floor])
             a = z
+            if l < last and rates[l] > 0:
+                launch(dropout_kernel, z.shape, [z, keeps[l], dropped[l], seeds, l,
+                                                 float(rates[l]), z.dtype(1 / (1 - rates[l]))])
+                a = dropped[l]
+            ins.append(a)
         z = acts[last]
         if head_kind is not None:
             launch(hits_kernel, n, [z, y, w, has_w, head_kind, acc])
@@ -250,13 +293,14 @@ class StepGraph(Recorded):
         dz = z
         for l in range(last, -1, -1):
             wt, b, dw, db = layers[l]
-            a_in = x if l == 0 else acts[l - 1]
             if db is not None:
                 launch(warp_ops.colsum_kernel, dz.shape[1], [dz, db])
-            launch(*gemm_launch(a_in, dz, dw, 1, 0))
+            launch(*gemm_launch(ins[l], dz, dw, 1, 0))
             if l > 0:
                 da = deltas[l - 1]
                 launch(*gemm_launch(dz, wt, da, 0, 1))
+                if rates[l - 1] > 0:
+                    launch(mask_kernel, da.shape, [da, keeps[l - 1]])
                 launch(warp_ops.act_grad_kernel, da.shape, [da, acts[l - 1], code])
                 dz = da
         if update is not None:

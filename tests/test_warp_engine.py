@@ -167,9 +167,9 @@ def test_the_factory_takes_it_on_the_cpu_only_when_named():
     auto.fit(x, y, epochs=1, batch_size=20)
     assert auto.step_path.engine == "layer"
     assert "only when asked for by name" in auto.step_path.declined["warp"]
-    dropout = fm.MLP([12, 8, 3], device="cpu", engine="warp", dropout=0.5)
-    with pytest.raises(ValueError, match="dropout"):
-        dropout.fit(x, y, epochs=1, batch_size=20)
+    named = fm.MLP([12, 8, 3], device="cpu", engine="warp", dropout=0.5)
+    named.fit(x, y, epochs=1, batch_size=20)
+    assert named.step_path.engine == "warp"
 
 
 def test_the_step_module_compiles_ahead_of_time_for_the_gpu(tmp_path):
@@ -209,3 +209,52 @@ def test_on_the_gpu_the_engine_equals_the_layer_engine(optimizer, capture, monke
         models.append(m)
     a, b = (m.backend.to_numpy(m.params) for m in models)
     assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= TOL["float64"]
+
+
+class _Masks:
+    """A dropout generator whose draws reproduce given masks: 1 where kept."""
+
+    def __init__(self, keeps):
+        self.keeps = list(keeps)
+
+    def random(self, shape, dtype=None):
+        keep = self.keeps.pop(0)
+        assert keep.shape == shape
+        return (keep > 0).astype(dtype)
+
+
+def test_dropout_masks_are_drawn_on_the_device_and_backprop_through_them():
+    """The engine's masks: the rate's share dropped, the kept scaled by
+    1 / (1 - rate), new ones each step; its gradient equals the layer
+    engine's given the same masks."""
+    from fastmlp.engines.base import Case
+    from fastmlp.engines.layer import LayerEngine
+    x, y = _data("cross_entropy", n=64)
+    m = fm.MLP([12, 256, 128, 3], activation="relu", dtype="float64", seed=0, device="cpu",
+               engine="warp", dropout=(0.3, 0.5))
+    data = m.prepare(x, y)
+    engine = m.engine_for(64, train=True)
+    loss, _ = engine.grad(data.x, data.y)
+    grads = m.grads.copy()
+    entry = next(iter(engine._graphs.values()))
+    keeps = [k.copy() for k in entry["keeps"]]
+    for keep, rate in zip(keeps, (0.3, 0.5)):
+        assert abs((keep == 0).mean() - rate) < 0.03
+        np.testing.assert_allclose(keep[keep > 0], 1 / (1 - rate))
+    engine.grad(data.x, data.y)
+    assert not np.array_equal(entry["keeps"][0], keeps[0])        # a new draw each step
+    m.buffers.dropout_rng = _Masks(keeps)
+    ref_loss, _ = LayerEngine(m.net, m.buffers, Case(64, train=True)).grad(data.x, data.y)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-12)
+    np.testing.assert_allclose(grads, m.grads, rtol=1e-10, atol=1e-14)
+
+
+def test_a_fit_with_dropout_learns_and_stays_reproducible():
+    x, y = _data("cross_entropy")
+    runs = []
+    for _ in range(2):
+        m = fm.MLP([12, 32, 3], seed=0, device="cpu", engine="warp", dropout=0.2)
+        hist = m.fit(x, y, epochs=8, batch_size=20, optimizer="adam", lr=1e-2)
+        runs.append((m.params.copy(), hist.history["train_loss"]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1][-1] < runs[0][1][0]

@@ -51,8 +51,6 @@ class WarpEngine(Engine):
                         "(the layer engine) until tile kernels are measured on a GPU")
         if net.dtype.name not in ("float32", "float64"):
             return f"float32 and float64 kernels; the model is {net.dtype.name}"
-        if case.train and any(net.dropout):
-            return "draws no dropout masks yet; the model has dropout"
         if net.loss.device is None:
             return f"no Warp kernel for the loss {net.loss.name!r}"
         return None
@@ -90,9 +88,15 @@ class WarpEngine(Engine):
 
     def _shared(self):
         """Buffers every step of a graph shares: the (loss, hits) accumulator,
-        the update's rate and bias corrections, and Adam's step count."""
+        the update's rate and bias corrections, Adam's step count, and the
+        dropout seed: a base drawn from the model's dropout generator when the
+        graph is made, and a step count the graph advances."""
         xp, dt = self.bufs.backend.xp, self.net.dtype
-        return {"acc": xp.zeros(2, dt), "hyper": xp.zeros(3, dt), "t": xp.zeros(1, xp.int64)}
+        seeds = xp.zeros(2, xp.int32)
+        if self.case.train and any(self.net.dropout):
+            seeds[0] = self.bufs.dropout_rng.integers(0, 2 ** 31 - 1 - 2 ** 24)
+        return {"acc": xp.zeros(2, dt), "hyper": xp.zeros(3, dt), "t": xp.zeros(1, xp.int64),
+                "seeds": seeds}
 
     def _plan(self, n, weighted, form, state, shared):
         """A :class:`StepGraph` for ``n`` rows (its own input buffers, the
@@ -113,14 +117,24 @@ class WarpEngine(Engine):
                                           bufs.grad_biases)]
         f = ops._FLOATS[dt]
         update = None if form is None else self._update(form, state, wrap, shared["hyper"], f)
+        dropout = None
+        if self.case.train and any(net.dropout):
+            keeps = [xp.zeros((n, k), dt) if r > 0 else None
+                     for k, r in zip(sizes[1:-1], net.dropout)]
+            dropped = [xp.zeros((n, k), dt) if r > 0 else None
+                       for k, r in zip(sizes[1:-1], net.dropout)]
+            mine["keeps"], mine["dropped"] = keeps, dropped
+            dropout = (net.dropout, [None if k is None else wrap(k) for k in keeps],
+                       [None if d is None else wrap(d) for d in dropped], wrap(shared["seeds"]))
         step = self._step.StepGraph(
             go.device, layers, (wrap(mine["x"]), wrap(mine["y"]), wrap(mine["w"])),
             [wrap(a) for a in acts], [wrap(d) for d in deltas], wrap(scratch),
             wrap(shared["acc"]), wrap(mine["scales"]), code=net.activation.code, loss=loss,
             head_kind=_HEAD_KINDS.get(loss.head.name), per_row=per_row,
             mean=int(net.reduction == "mean"), has_w=int(weighted),
-            floor=f(ops.activations.FLOOR[dt.name]), update=update)
-        mine["nbytes"] = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch]
+            floor=f(ops.activations.FLOOR[dt.name]), update=update, dropout=dropout)
+        masks = [a for a in [*mine.get("keeps", ()), *mine.get("dropped", ())] if a is not None]
+        mine["nbytes"] = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch, *masks]
                              if hasattr(a, "nbytes"))
         return step, mine
 
