@@ -110,9 +110,10 @@ class MLP:
         dropout: inverted-dropout rate after each hidden layer (one float, or
             one per hidden layer); applied only while training.
         bias: whether layers have biases.
-        kernels: the op table: "auto" (the fastest measured for the device),
-            "fused" (the Numba kernels) or "reference" (plain array code, the
-            ground truth).
+        kernels: the op table: "auto" (the fastest for the device: Numba's
+            on the CPU, NVIDIA Warp's on CUDA where warp-lang sees the GPU),
+            "fused" (the same), "reference" (plain array code, the ground
+            truth) or "warp" (Warp's kernels on either device).
         input_scale: every input is multiplied by this before the first
             layer (in :meth:`prepare` for float data; as each batch is
             gathered for integer data, which stays in its compact dtype:
@@ -123,6 +124,13 @@ class MLP:
             ``fastmlp.engines.NAMES``; a named engine that cannot run a case
             raises ValueError saying why. Like ``device``, it is a choice of
             this process, not part of the model: checkpoints do not keep it.
+        precision: of the float32 products on CUDA: "fp32" (default, strict)
+            or "tf32" (tensor cores with TF32 inputs, float32 accumulation:
+            about 1e-3 relative error per product, as PyTorch's
+            ``allow_tf32`` and JAX's default). The ``warp`` engine honours it
+            (sm_80 and later); the other engines, float64 models and the CPU
+            compute in the dtype. Like ``engine``, a choice of this process:
+            checkpoints do not keep it.
 
     ``weights[i]`` (fan_in, fan_out) and ``biases[i]`` (fan_out,) are the live
     parameter arrays on the model's device: change them in place. ``params``
@@ -135,7 +143,7 @@ class MLP:
                  init: str | float | None = None, dtype: str = "float32", device: str = "auto",
                  seed: int | None = None, dropout: float | Sequence[float] = 0.0,
                  bias: bool = True, kernels: str = "auto", engine: str = "auto",
-                 input_scale: float = 1.0) -> None:
+                 input_scale: float = 1.0, precision: str = "fp32") -> None:
         self.sizes = _check_sizes(sizes)
         spec = activations.get(activation)
         loss_fn = losses.get(loss, reduction)
@@ -150,10 +158,12 @@ class MLP:
         self.engine = engines.check_name(engine)
         self.input_scale = check("input_scale", input_scale, Interval(Real, 0, closed="neither"))
         kernels = check("kernels", kernels, Options(*KERNEL_PATHS))
+        self.precision = check("precision", precision, Options("fp32", "tf32"))
         self.layout = Layout(self.sizes, self.bias)
         #: what step engines know of this network (immutable: ``activation``,
         #: ``loss_fn``, ``reduction`` and ``dropout`` read it)
-        self.net = Net(self.layout, spec, loss_fn, reduction, self.dtype, dropout)
+        self.net = Net(self.layout, spec, loss_fn, reduction, self.dtype, dropout,
+                       self.precision)
         self.optimizer = None
         self.step_path = None
         self.backend = get_backend(device)

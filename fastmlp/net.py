@@ -23,7 +23,9 @@ class Net:
     """The network as engines see it: the flat-buffer ``layout`` (widths and
     bias), the hidden ``activation`` and the ``loss`` (op specs, see
     ``fastmlp.kernels``), the loss ``reduction`` ("mean" or "sum"), the
-    ``dtype`` and one ``dropout`` rate per hidden layer."""
+    ``dtype``, one ``dropout`` rate per hidden layer, and the ``precision``
+    of float32 products on CUDA ("fp32", or "tf32": tensor cores, in the
+    engines that can)."""
 
     layout: Layout
     activation: Activation
@@ -31,6 +33,7 @@ class Net:
     reduction: str
     dtype: np.dtype
     dropout: tuple
+    precision: str = "fp32"
 
     @property
     def sizes(self):

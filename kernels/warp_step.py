@@ -45,46 +45,62 @@ TILE, TILE_THREADS = 16, 64
 wp.set_module_options({"block_dim": TILE_THREADS})
 
 
-def _gemm(dtype, ta, tb):
+#: the module of the TF32 products: built only when a model asks for them (on the CPU
+#: Warp computes them in float32 and warns when it builds them)
+TF32_MODULE = __name__ + "_tf32"
+
+
+def _gemm(dtype, ta, tb, tf32=False):
     """The tile kernel of c = op(a) op(b) in ``dtype``, op transposing where
     ``ta`` / ``tb``: one (TILE, TILE) block of ``c`` per thread block, summed
     over K in tiles; Warp's tile loads and stores are bounds-checked (padded
-    with zeros), so no size needs to be a multiple of the tile."""
-    t, trans_a, trans_b = TILE, wp.constant(ta), wp.constant(tb)
+    with zeros), so no size needs to be a multiple of the tile. With
+    ``tf32`` (float32 only) the tile products take TF32 inputs on tensor
+    cores (cuBLASDx, sm_80 and later), accumulating in float32."""
+    t = TILE
 
     def gemm(a: wp.array2d(dtype=dtype), b: wp.array2d(dtype=dtype),
              c: wp.array2d(dtype=dtype)):
         i, j = wp.tid()
         acc = wp.tile_zeros(shape=(t, t), dtype=dtype)
         k_len = a.shape[1]
-        if trans_a:
+        if wp.static(ta):
             k_len = a.shape[0]
         for k in range((k_len + t - 1) // t):
-            if trans_a:
+            if wp.static(ta):
                 ta_ = wp.tile_transpose(wp.tile_load(a, shape=(t, t), offset=(k * t, i * t)))
             else:
                 ta_ = wp.tile_load(a, shape=(t, t), offset=(i * t, k * t))
-            if trans_b:
+            if wp.static(tb):
                 tb_ = wp.tile_transpose(wp.tile_load(b, shape=(t, t), offset=(j * t, k * t)))
             else:
                 tb_ = wp.tile_load(b, shape=(t, t), offset=(k * t, j * t))
-            wp.tile_matmul(ta_, tb_, acc)
+            if wp.static(tf32):
+                wp.tile_matmul(ta_, tb_, acc, precision="tf32")
+            else:
+                wp.tile_matmul(ta_, tb_, acc)
         wp.tile_store(c, acc, offset=(i * t, j * t))
 
     gemm.__name__ = gemm.__qualname__ = (f"gemm_{'tn'[not ta]}{'tn'[not tb]}_"
-                                         f"{dtype.__name__}")
+                                         f"{dtype.__name__}{'_tf32' if tf32 else ''}")
+    if tf32:
+        return wp.kernel(gemm, module=TF32_MODULE)
     return wp.kernel(gemm)
 
 
-#: (dtype, transpose a, transpose b) -> its product kernel: A W, dZ W^T and A^T dZ
-GEMMS = {(f, ta, tb): _gemm(f, ta, tb) for f in (wp.float32, wp.float64)
-         for ta, tb in ((0, 0), (0, 1), (1, 0))}
+_PRODUCTS = ((0, 0), (0, 1), (1, 0))
+#: (dtype, transpose a, transpose b, tf32) -> its product kernel: A W, dZ W^T and A^T dZ
+GEMMS = {(f, ta, tb, False): _gemm(f, ta, tb) for f in (wp.float32, wp.float64)
+         for ta, tb in _PRODUCTS}
+GEMMS.update({(wp.float32, ta, tb, True): _gemm(wp.float32, ta, tb, True)
+              for ta, tb in _PRODUCTS})
+wp.get_module(TF32_MODULE).options["block_dim"] = TILE_THREADS
 
 
-def gemm_launch(a, b, c, ta, tb):
+def gemm_launch(a, b, c, ta, tb, tf32=False):
     """The (kernel, dim, inputs, block_dim) launch of c = op(a) op(b)."""
     grid = ((c.shape[0] + TILE - 1) // TILE, (c.shape[1] + TILE - 1) // TILE, TILE_THREADS)
-    return GEMMS[(c.dtype, ta, tb)], grid, [a, b, c], TILE_THREADS
+    return GEMMS[(c.dtype, ta, tb, tf32)], grid, [a, b, c], TILE_THREADS
 
 
 @wp.kernel
@@ -207,7 +223,7 @@ for _k in KERNELS:
 
 def _block_dim(kernel):
     """Threads a block for ``kernel``: its module's, so that no module is built twice."""
-    return TILE_THREADS if kernel.module.name == __name__ else 256
+    return TILE_THREADS if kernel.module.name in (__name__, TF32_MODULE) else 256
 
 
 class Recorded:
@@ -249,11 +265,13 @@ class StepGraph(Recorded):
     ``scales``: the 1-element loss-scale buffer. ``dropout``: None, or
     ``(rates, keeps, dropped, seeds)``: per hidden layer its rate, its mask
     and its output after the mask (None where the rate is 0), and the
-    2-element int32 ``(base, step)`` seed.
+    2-element int32 ``(base, step)`` seed. ``tf32``: the float32 products
+    on TF32 tensor cores.
     """
 
     def __init__(self, device, layers, inputs, acts, deltas, scratch, acc, scales, *, code,
-                 loss, head_kind, per_row, mean, has_w, floor, update, dropout=None):
+                 loss, head_kind, per_row, mean, has_w, floor, update, dropout=None,
+                 tf32=False):
         self.device = device
         launch = self._launch
         x, y, w = inputs
@@ -267,7 +285,7 @@ class StepGraph(Recorded):
         a, ins = x, [x]                                  # each layer's input, after dropout
         for l, (wt, b, _, _) in enumerate(layers):
             z = acts[l]
-            launch(*gemm_launch(a, wt, z, 0, 0))
+            launch(*gemm_launch(a, wt, z, 0, 0, tf32))
             code_l = code if l < last else 3             # identity on the logits
             launch(warp_ops.bias_act_kernel, z.shape,
                    [z, b if b is not None else z[0], int(b is not None), code_l, floor])
@@ -295,10 +313,10 @@ class StepGraph(Recorded):
             wt, b, dw, db = layers[l]
             if db is not None:
                 launch(warp_ops.colsum_kernel, dz.shape[1], [dz, db])
-            launch(*gemm_launch(ins[l], dz, dw, 1, 0))
+            launch(*gemm_launch(ins[l], dz, dw, 1, 0, tf32))
             if l > 0:
                 da = deltas[l - 1]
-                launch(*gemm_launch(dz, wt, da, 0, 1))
+                launch(*gemm_launch(dz, wt, da, 0, 1, tf32))
                 if rates[l - 1] > 0:
                     launch(mask_kernel, da.shape, [da, keeps[l - 1]])
                 launch(warp_ops.act_grad_kernel, da.shape, [da, acts[l - 1], code])

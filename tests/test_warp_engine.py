@@ -175,18 +175,21 @@ def test_the_factory_takes_it_on_the_cpu_only_when_named():
 def test_the_step_module_compiles_ahead_of_time_for_the_gpu(tmp_path):
     """CUDA cubins of the step's kernels (the tile products included) for
     sm_80, sm_90 and sm_100, with no GPU or driver: a kernel that NVRTC
-    refuses fails here. About 50 s of NVRTC each: the three run side by side."""
+    refuses fails here (the TF32 products too). About 70 s of NVRTC each: the
+    three run side by side."""
     import subprocess
     import sys
-    code = ("import sys, warp as wp; from fastmlp.kernels import warp_step; "
-            "wp.compile_aot_module(warp_step, arch=int(sys.argv[1]), module_dir=sys.argv[2])")
+    code = ("import sys, warp as wp; from fastmlp.kernels import warp_step\n"
+            "for module in (warp_step, wp.get_module(warp_step.TF32_MODULE)):\n"
+            "    wp.compile_aot_module(module, arch=int(sys.argv[1]), module_dir=sys.argv[2])")
     jobs = {arch: subprocess.Popen([sys.executable, "-c", code, str(arch), str(tmp_path)],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for arch in (80, 90, 100)}
     for arch, job in jobs.items():
         out, _ = job.communicate(timeout=600)
         assert job.returncode == 0, out[-3000:]
-        assert len(list(tmp_path.glob(f"*.sm{arch}.cubin"))) == 1, out[-3000:]
+        # the step's module and its TF32 products
+        assert len(list(tmp_path.glob(f"*.sm{arch}.cubin"))) == 2, out[-3000:]
 
 
 def _warp_sees_gpu():
@@ -258,3 +261,33 @@ def test_a_fit_with_dropout_learns_and_stays_reproducible():
         runs.append((m.params.copy(), hist.history["train_loss"]))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
     assert runs[0][1][-1] < runs[0][1][0]
+
+
+def test_tf32_is_a_choice_of_the_products_and_on_the_cpu_changes_nothing():
+    """On the CPU Warp computes TF32 products in float32 (and says so when it
+    builds them): the same model as fp32. On a GPU, the test below."""
+    x, y = _data("cross_entropy")
+    params = []
+    for precision in ("fp32", "tf32"):
+        m = fm.MLP([12, 16, 8, 3], seed=0, device="cpu", engine="warp", precision=precision)
+        assert m.net.precision == precision
+        m.fit(x, y, epochs=2, batch_size=20, optimizer="adam")
+        params.append(m.params.copy())
+    np.testing.assert_allclose(params[1], params[0], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="precision"):
+        fm.MLP([12, 3], precision="fp16")
+
+
+@pytest.mark.skipif(not _warp_sees_gpu(), reason="Warp sees no CUDA GPU (this runs on a device)")
+def test_on_the_gpu_tf32_stays_within_its_tolerance_of_fp32():
+    """TF32 inputs carry 10 mantissa bits: after 20 Adam steps the parameters
+    stay within 1e-2 relative of the fp32 run, the final loss within 2%."""
+    x, y = _data("cross_entropy")
+    out = []
+    for precision in ("fp32", "tf32"):
+        m = fm.MLP([12, 16, 8, 3], seed=0, device="cuda", engine="warp", precision=precision)
+        hist = m.fit(x, y, epochs=2, batch_size=20, optimizer="adam")
+        out.append((m.backend.to_numpy(m.params), hist.history["train_loss"][-1]))
+    (a, la), (b, lb) = out
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-2
+    assert abs(la - lb) <= 0.02 * abs(la)

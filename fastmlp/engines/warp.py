@@ -132,7 +132,8 @@ class WarpEngine(Engine):
             wrap(shared["acc"]), wrap(mine["scales"]), code=net.activation.code, loss=loss,
             head_kind=_HEAD_KINDS.get(loss.head.name), per_row=per_row,
             mean=int(net.reduction == "mean"), has_w=int(weighted),
-            floor=f(ops.activations.FLOOR[dt.name]), update=update, dropout=dropout)
+            floor=f(ops.activations.FLOOR[dt.name]), update=update, dropout=dropout,
+            tf32=net.precision == "tf32" and dt.name == "float32")
         masks = [a for a in [*mine.get("keeps", ()), *mine.get("dropped", ())] if a is not None]
         mine["nbytes"] = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch, *masks]
                              if hasattr(a, "nbytes"))
