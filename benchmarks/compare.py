@@ -56,9 +56,10 @@ def flops_per_sample(sizes=SIZES):
 
 # --- systems: each make(batch_size, x, y, device) returns run(steps) -----------
 
-def _fastmlp(kernels):
+def _fastmlp(kernels, precision="fp32"):
     def make(bs, x, y, device):
-        model = fm.MLP(list(SIZES), activation="sigmoid", device=device, kernels=kernels, seed=0)
+        model = fm.MLP(list(SIZES), activation="sigmoid", device=device, kernels=kernels, seed=0,
+                       precision=precision)
         data = model.prepare(x, y)
         opt = fm.optim.SGD(lr=LR)
         opt.init([model.params], model.ops)
@@ -101,6 +102,58 @@ def _torch(bs, x, y, device, threads=None):
         finally:
             torch.set_num_threads(default)
     return run
+
+
+def _torch_graph(bs, x, y, device):
+    """PyTorch with the whole step (forward, backward, SGD) captured in one
+    CUDA graph and replayed: the fastest a PyTorch user gets on a GPU
+    (``torch.cuda.graphs``, the "whole network capture" recipe). CUDA only."""
+    import torch
+    if not device.startswith("cuda"):
+        raise RuntimeError("CUDA graphs need a GPU")
+    torch.backends.cuda.matmul.allow_tf32 = False       # fp32, as the other rows
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(SIZES) - 2:
+            layers.append(torch.nn.Sigmoid())
+    net = torch.nn.Sequential(*layers).cuda()
+    opt = torch.optim.SGD(net.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):                       # warm up on a side stream
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(xt), yt).backward()
+            opt.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        loss_fn(net(xt), yt).backward()
+        opt.step()
+
+    def run(steps):
+        for _ in range(steps):
+            graph.replay()
+        torch.cuda.synchronize()
+    return run
+
+
+def _jax_at(precision):
+    """JAX jit at ``precision``: "highest" (fp32 products, as the fp32 rows)
+    or "default" (TF32 on Ampere and later, JAX's default)."""
+    def make(bs, x, y, device):
+        import jax
+        run = _jax(bs, x, y, device)
+
+        def at_precision(steps):                 # jit traces at the first call: inside
+            with jax.default_matmul_precision(precision):
+                run(steps)
+        return at_precision
+    return make
 
 
 def _jax(bs, x, y, device):
@@ -165,15 +218,22 @@ SYSTEMS = {
     "fastmlp-fused": _fastmlp("fused"),
     # every op in NVIDIA Warp (kernels/warp_ops.py), the products in xp.matmul
     "fastmlp-warp": _fastmlp("warp"),
+    # the warp engine's float32 products on TF32 tensor cores (CUDA)
+    "fastmlp-tf32": _fastmlp("auto", "tf32"),
     "pytorch": _torch,
+    "pytorch-graph": _torch_graph,
     # PyTorch's intra-op threads cost more than they give on small batches
     # here: one thread is its best setting there, and the bar to beat.
     "pytorch-1thread": lambda bs, x, y, device: _torch(bs, x, y, device, threads=1),
-    "jax": _jax,
+    "jax": _jax_at("highest"),
+    # JAX's own default: TF32 products on Ampere and later (compare with fastmlp-tf32)
+    "jax-tf32": _jax_at("default"),
     "sklearn": _sklearn,
 }
-OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused", "fastmlp-warp")
-DEFAULT = [name for name in SYSTEMS if name not in ("fastmlp-fused", "fastmlp-warp")]
+OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused", "fastmlp-warp", "fastmlp-tf32")
+#: what a plain run compares: the CUDA-only and TF32 rows are asked for by name
+DEFAULT = [name for name in SYSTEMS if name not in ("fastmlp-fused", "fastmlp-warp",
+                                                    "fastmlp-tf32", "pytorch-graph", "jax-tf32")]
 
 
 # --- measurement ----------------------------------------------------------------
@@ -241,7 +301,8 @@ def measure(systems, batch_sizes, device, repeats, target_s, settle_s=0.05, log=
 
 def available(names, device):
     """The systems among ``names`` whose packages import; prints why others are skipped."""
-    needs = {"pytorch": "torch", "pytorch-1thread": "torch", "jax": "jax", "sklearn": "sklearn"}
+    needs = {"pytorch": "torch", "pytorch-1thread": "torch", "pytorch-graph": "torch",
+             "jax": "jax", "jax-tf32": "jax", "sklearn": "sklearn"}
     keep = []
     for name in names:
         if name not in SYSTEMS:
@@ -255,6 +316,9 @@ def available(names, device):
                 continue
         if name == "sklearn" and device != "cpu":
             print("skipping sklearn: CPU only")
+            continue
+        if name in ("pytorch-graph", "fastmlp-tf32", "jax-tf32") and device == "cpu":
+            print(f"skipping {name}: CUDA only")
             continue
         keep.append(name)
     return keep
@@ -287,7 +351,8 @@ def table(medians, batch_sizes, gemm, fps, engines=None):
     system ran at each batch size (``engines``: {system: {batch_size: name}})."""
     names = list(medians)
     engines = engines or {}
-    peers = [n for n in names if n not in OURS]
+    # fp32 against fp32: the TF32 peer is compared with fastmlp-tf32 only (its own column)
+    peers = [n for n in names if n not in OURS and n != "jax-tf32"]
     ours = "fastmlp" if "fastmlp" in names else next((n for n in names if n in OURS), None)
     head = ["batch"] + [f"{n} (samples/s)" for n in names] + [f"{n} engine" for n in engines]
     if ours and peers:

@@ -14,8 +14,10 @@ and the parts write their own JSON and PNG files beside it:
    too) and the op twins;
 3. ``warp-twins``: every Warp op on CuPy arrays against the reference table
    on the same arrays (``kernels="warp"`` on CUDA);
-4. ``compare``: ``benchmarks/compare.py --device cuda`` for fastmlp's
-   tables against PyTorch (eager) and JAX;
+4. ``compare``: ``benchmarks/compare.py --device cuda``: fastmlp (the warp
+   engine), its reference path and its TF32 products, against PyTorch eager,
+   PyTorch with the step in a CUDA graph and JAX jit, fp32 rows against fp32
+   ones (JAX at "highest") and TF32 against TF32 (``jax-tf32``);
 5. ``mnist``: the MNIST recipe (``benchmarks/mnist_e2e.py --device cuda``),
    with the data from ``FASTMLP_DATA``, else ``.device/datasets`` (carry a
    copy of ``../shared/datasets`` there: ``.device/`` is ignored).
@@ -162,7 +164,8 @@ def main(argv=None):
                         str(tests / "test_op_twins.py")], 180),
         ("warp-twins", [py, "-c", WARP_TWINS], 120),
         ("compare", [py, str(bench / "compare.py"), "--device", "cuda", "--systems",
-                     "fastmlp,fastmlp-reference,fastmlp-warp,pytorch,jax", "--batch-sizes", sizes,
+                     "fastmlp,fastmlp-reference,fastmlp-tf32,pytorch,pytorch-graph,jax,jax-tf32",
+                     "--batch-sizes", sizes,
                      "--repeats", "3" if args.quick else "5", "--out", str(out)], 240),
         ("mnist", [py, str(bench / "mnist_e2e.py"), "--device", "cuda", "--systems",
                    "fastmlp,pytorch", "--repeats", "1", "--out", str(out)], 150),
