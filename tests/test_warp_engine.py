@@ -291,3 +291,24 @@ def test_on_the_gpu_tf32_stays_within_its_tolerance_of_fp32():
     (a, la), (b, lb) = out
     assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-2
     assert abs(la - lb) <= 0.02 * abs(la)
+
+
+def test_uint8_and_streamed_inputs_equal_the_layer_engine(tmp_path, monkeypatch):
+    """Compact inputs take the step graphs (each batch cast as it is
+    gathered), a memmap the streamed batches: both as the layer engine."""
+    from fastmlp import stream
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 12 * 50)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, (200, 12), dtype=np.uint8)
+    y = rng.integers(0, 3, 200)
+    x.tofile(tmp_path / "x.u8")
+    mm = np.memmap(tmp_path / "x.u8", dtype=np.uint8, mode="r", shape=x.shape)
+    for data in (x, mm):
+        models = []
+        for engine in ("layer", "warp"):
+            m = fm.MLP([12, 16, 3], dtype="float64", seed=0, device="cpu", kernels="reference",
+                       engine=engine, input_scale=1 / 255)
+            m.fit(data, y, epochs=2, batch_size=20, optimizer="adam")
+            models.append(m)
+        assert models[1].step_path.engine == "warp"
+        _assert_same(models[1], models[0], "float64")
