@@ -605,9 +605,11 @@ class MLP:
         from fastmlp.summary import summary
         return summary(self)
 
-    def save(self, path: str | os.PathLike, include_optimizer: bool = True) -> None:
-        """Write a safetensors checkpoint (atomically); see :func:`fastmlp.io.save`."""
-        io.save(self, path, include_optimizer=include_optimizer)
+    def save(self, path: str | os.PathLike, include_optimizer: bool = True,
+             key: bytes | str | None = None) -> None:
+        """Write a safetensors checkpoint (atomically), with a digest of all it
+        holds, or with ``key`` an HMAC under it; see :func:`fastmlp.io.save`."""
+        io.save(self, path, include_optimizer=include_optimizer, key=key)
 
     def __getstate__(self):
         # Host copies of the parameters, optimizer state and RNG, the device's name
@@ -628,7 +630,8 @@ class MLP:
         io.restore(self, checkpoint, "a pickled model")
 
 
-def load(path: str | os.PathLike, device: str = "auto") -> MLP:
+def load(path: str | os.PathLike, device: str = "auto", *, key: bytes | str | None = None,
+         verify: bool = True) -> MLP:
     """A model saved by :meth:`MLP.save`, on ``device``, with its optimizer state
     (as ``model.optimizer``) when the file holds one, and the shuffling and
     dropout RNG states: ``fit(optimizer=None)`` then continues exactly as if
@@ -636,9 +639,11 @@ def load(path: str | os.PathLike, device: str = "auto") -> MLP:
 
     Raises ValueError naming the file (and the field) for a truncated,
     corrupt, foreign, newer-format or inconsistent file, before anything
-    large is allocated: see :func:`fastmlp.io.read`.
+    large is allocated: see :func:`fastmlp.io.read`. A file saved with a
+    ``key`` loads only with the same key; ``verify=False`` loads a file that
+    carries no digest (format 1) or a wrong one, with a warning.
     """
-    checkpoint = io.read(path)          # every tensor checked against the config first
+    checkpoint = io.read(path, key=key, verify=verify)   # all checked before anything is built
     try:
         model = MLP(**checkpoint.config, device=device)
     except (TypeError, ValueError) as e:

@@ -50,11 +50,13 @@ def _craft(good, folder):
     files = {}
 
     def st(name, says, tensors=tensors, rehash=True, **changes):
+        """A file with ``changes``; with ``rehash``, its digest recomputed (a
+        mutator that knows the format: the fields' checks must catch it)."""
         t = dict(tensors)
         m = {**meta, **changes}
-        if rehash and "sha256" not in changes:
-            m["sha256"] = _sha(t)
         m = {k: v for k, v in m.items() if v is not None}
+        if rehash and "digest" in m and "digest" not in changes:
+            m["digest"] = io.digest(m, t)
         save_file(t, str(folder / "tmp.st"), metadata=m)
         files[name] = ((folder / "tmp.st").read_bytes(), says)
 
@@ -93,8 +95,8 @@ def _craft(good, folder):
     st("no_metadata_format", "not a fastmlp checkpoint", format=None)
     st("foreign_format", "not a fastmlp checkpoint", format="pt")
     st("newer_version", "newer fastmlp", format_version="999")
-    st("version_not_int", "format_version must be an integer", format_version="one")
-    st("version_zero", "format_version must be >= 1", format_version="0")
+    st("version_not_int", "format_version must be one of", format_version="one")
+    st("version_zero", "format_version must be one of", format_version="0")
     st("config_missing", "config is missing", config=None)
     st("config_not_json", "config is not valid JSON", config="{not json")
     st("config_a_list", "config must be a JSON object", config="[784, 10]")
@@ -112,7 +114,7 @@ def _craft(good, folder):
     with_config("bias_a_string", "config.bias must be", bias="yes")
     with_config("activation_unknown", "stored model config is invalid", activation="swish")
     with_config("dropout_above_one", "stored model config is invalid", dropout=[1.5])
-    with_config("unknown_config_key", "stored model config is invalid", evil=1)
+    with_config("unknown_config_key", "config.evil is not a model setting", evil=1)
     st("optimizer_null", "optimizer must be a JSON object", optimizer="null")
     st("rng_null", "rng must be a JSON object", rng="null")
     st("rng_garbage", "rng is not a valid generator state",
@@ -129,11 +131,11 @@ def _craft(good, folder):
     with_opt("optimizer_unknown", "stored optimizer is invalid", name="lion")
     with_opt("optimizer_bad_lr", "stored optimizer is invalid", config={"lr": -1.0})
     with_opt("optimizer_extra_key", "optimizer must have the keys", evil=1)
-    st("sha256_missing", "sha256 is missing", sha256=None)
-    st("sha256_not_object", "sha256 must be a JSON object", sha256="[]")
-    st("sha256_wrong_names", "sha256 does not list exactly",
+    st("digest_missing", "digest is missing", digest=None)
+    st("digest_not_hex", "digest must be 64 hex digits", digest="z" * 64)
+    st("sha256_in_format_3", "sha256 is not a field of format 3",
        sha256=json.dumps({"weights.0": "0" * 64}))
-    st("unknown_metadata_field", "evil is not a fastmlp field", evil="1")
+    st("unknown_metadata_field", "evil is not a field of format 3", evil="1")
     # -- tensors against the config
     st("weights_missing", "weights.1 should have shape",
        tensors={k: v for k, v in tensors.items() if k != "weights.1"})
@@ -154,9 +156,36 @@ def _craft(good, folder):
     # -- the data
     flipped = bytearray(data)
     flipped[-5] ^= 0x10
-    files["flipped_byte"] = (bytes(flipped), "corrupt: its SHA-256 differs")
-    st("stale_digest", "weights.1 is corrupt",
+    files["flipped_byte"] = (bytes(flipped), "its digest does not match")
+    st("stale_digest", "its digest does not match",
        tensors={**tensors, "weights.1": tensors["weights.1"] + 1}, rehash=False)
+    # -- issue 22: what got through before
+    st("input_scale_edited", "its digest does not match", rehash=False,
+       config=json.dumps({**config, "input_scale": 3.0}))
+    st("lr_edited", "its digest does not match", rehash=False,
+       optimizer=json.dumps({**opt, "config": {**opt["config"], "lr": 0.5}}))
+    st("made_to_look_format_1", "carries no digest (format 1)", rehash=False,
+       format_version="1", digest=None, dropout_rng=None)
+    for field in ("activation", "loss", "dropout", "reduction", "seed", "input_scale",
+                  "kernels"):
+        st(f"config_without_{field}", f"config.{field} is missing",
+           config=json.dumps({k: v for k, v in config.items() if k != field}))
+    with_config("config_engine_key", "config.engine is not a model setting", engine="warp")
+    with_opt("optimizer_without_betas", "optimizer.config must hold exactly",
+             config={k: v for k, v in opt["config"].items() if k != "betas"})
+    with_opt("optimizer_lr_as_string", "stored optimizer is invalid",
+             config={**opt["config"], "lr": "0.01"})
+    st("format_version_padded", "format_version must be one of", format_version=" 3 ")
+    st("duplicate_json_key", "appears twice",
+       config=meta["config"][:-1] + ', "activation": "relu"}')
+    st("adam_negative_v", "optimizer.0.v holds negative values",
+       tensors={**tensors, "optimizer.0.v": -np.abs(tensors["optimizer.0.v"]) - 1})
+    with_opt("moments_at_step_0", "non-zero at step t = 0", t=0)
+    rng = json.loads(meta["rng"])
+    even = {**rng, "state": {**rng["state"], "inc": rng["state"]["inc"] - 1}}
+    st("rng_even_increment", "increment is even", rng=json.dumps(even))
+    zero = {**rng, "state": {"state": 0, "inc": 0}}
+    st("rng_all_zero", "increment is even", rng=json.dumps(zero))
     st("all_nan_weights", "weights.0 holds NaN or inf",
        tensors={**tensors, "weights.0": np.full_like(tensors["weights.0"], np.nan)})
     st("inf_in_optimizer_state", "optimizer.0.v holds NaN or inf",
@@ -229,13 +258,64 @@ def test_hostile_files_fail_fast_with_bounded_memory(hostile):
     assert not slow, f"slower than 0.5 s: {slow}"
 
 
-def test_an_old_format_1_file_still_loads(hostile, tmp_path):
-    """Format 1 (no digests, no dropout state) stays readable."""
+def test_an_old_format_1_file_loads_only_when_the_caller_opts_in(hostile, tmp_path):
+    """Format 1 (no digests, no dropout state): refused by default with the
+    way to load it anyway, which warns that nothing vouches for the file."""
     tensors, meta = _parts(hostile[0])
-    meta = {k: v for k, v in meta.items() if k not in ("sha256", "dropout_rng")}
+    meta = {k: v for k, v in meta.items() if k not in ("digest", "dropout_rng")}
     save_file(tensors, str(tmp_path / "v1.st"), metadata={**meta, "format_version": "1"})
-    model = fastmlp.load(tmp_path / "v1.st", device="cpu")
+    with pytest.raises(ValueError, match="carries no digest .* verify=False"):
+        fastmlp.load(tmp_path / "v1.st", device="cpu")
+    with pytest.warns(UserWarning, match="nothing vouches for this file"):
+        model = fastmlp.load(tmp_path / "v1.st", device="cpu", verify=False)
     np.testing.assert_array_equal(model.weights[0], tensors["weights.0"])
+
+
+def test_a_format_2_file_loads_with_its_tensors_verified_and_a_warning(hostile, tmp_path):
+    tensors, meta = _parts(hostile[0])
+    meta = {k: v for k, v in meta.items() if k != "digest"}
+    meta = {**meta, "format_version": "2", "sha256": _sha(tensors)}
+    save_file(tensors, str(tmp_path / "v2.st"), metadata=meta)
+    with pytest.warns(UserWarning, match="format-2 checkpoint: its tensors are verified"):
+        fastmlp.load(tmp_path / "v2.st", device="cpu")
+    flipped = {**tensors, "weights.0": tensors["weights.0"] + 1}
+    save_file(flipped, str(tmp_path / "v2bad.st"), metadata=meta)
+    with pytest.raises(ValueError, match="weights.0 is corrupt"):
+        fastmlp.load(tmp_path / "v2bad.st", device="cpu")
+
+
+def test_a_keyed_file_loads_only_with_its_key(tmp_path):
+    model = _good_model()
+    model.save(tmp_path / "signed.st", key=b"secret")
+    fastmlp.load(tmp_path / "signed.st", device="cpu", key=b"secret")
+    with pytest.raises(ValueError, match="signed with a key: pass the same key"):
+        fastmlp.load(tmp_path / "signed.st", device="cpu")
+    with pytest.raises(ValueError, match="HMAC does not match"):
+        fastmlp.load(tmp_path / "signed.st", device="cpu", key=b"other")
+    # a forger who rewrites the file and recomputes a plain digest is not trusted either
+    tensors, meta = _parts(tmp_path / "signed.st")
+    config = {**json.loads(meta["config"]), "input_scale": 3.0}
+    meta = {k: v for k, v in meta.items() if k != "hmac"}
+    meta = {**meta, "config": json.dumps(config)}
+    save_file(tensors, str(tmp_path / "forged.st"), metadata={**meta,
+                                                               "digest": io.digest(meta, tensors)})
+    with pytest.raises(ValueError, match="hmac is missing: the file is not signed"):
+        fastmlp.load(tmp_path / "forged.st", device="cpu", key=b"secret")
+    model.save(tmp_path / "plain.st")
+    with pytest.raises(ValueError, match="hmac is missing"):
+        fastmlp.load(tmp_path / "plain.st", device="cpu", key=b"secret")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="POSIX FIFOs")
+def test_a_fifo_is_refused_at_once_without_blocking(tmp_path):
+    import os
+    import time
+    fifo = tmp_path / "pipe.st"
+    os.mkfifo(fifo)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="not a regular file"):
+        fastmlp.load(fifo, device="cpu")
+    assert time.perf_counter() - start < 0.5
 
 
 def test_a_nan_model_is_not_saved(tmp_path):
@@ -247,7 +327,9 @@ def test_a_nan_model_is_not_saved(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_checkpoints_carry_a_digest_of_every_tensor(hostile):
+def test_checkpoints_carry_one_digest_of_everything_they_say(hostile):
     tensors, meta = _parts(hostile[0])
-    assert json.loads(meta["sha256"]) == json.loads(_sha(tensors))
-    assert meta["format_version"] == str(io.FORMAT_VERSION)
+    assert meta["digest"] == io.digest(meta, tensors)
+    assert meta["format_version"] == str(io.FORMAT_VERSION) == "3"
+    edited = {**meta, "rng": meta["rng"].replace("1", "2", 1)}
+    assert io.digest(edited, tensors) != meta["digest"]

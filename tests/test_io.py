@@ -255,7 +255,10 @@ def checkpoint(blobs, tmp_path):
 
 
 def _write(tmp_path, tensors, meta, name="bad.safetensors"):
+    """A file with ``meta``, its digest recomputed: the fields' own checks must refuse it."""
     path = tmp_path / name
+    if meta is not None and "digest" in meta:
+        meta = {**meta, "digest": fastmlp.io.digest(meta, tensors)}
     save_file(tensors, str(path), metadata=meta)
     return path
 
