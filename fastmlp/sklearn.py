@@ -26,6 +26,7 @@ refused by ``partial_fit`` (each chunk would be balanced on its own);
 scikit-learn is imported here only: ``import fastmlp`` does not need it.
 """
 
+import copy
 import warnings
 from numbers import Integral, Real
 
@@ -178,26 +179,38 @@ class _BaseMLP(BaseEstimator):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
-        X, y = _validate_data(self, X, y, reset=first, multi_output=True, dtype=_X_DTYPES,
+        # A refused call leaves the estimator as it was. Everything that can refuse it
+        # (the inputs, targets and weights, the validation split, the model's own checks
+        # in prepare) runs on a shallow copy, which builds any new model and draws from a
+        # copy of the random state; the estimator takes the copy's attributes, and the
+        # random state its draws, only once all of them have passed.
+        new = object.__new__(type(self))
+        vars(new).update(vars(self))
+        X, y = _validate_data(new, X, y, reset=first, multi_output=True, dtype=_X_DTYPES,
                               y_numeric=not isinstance(self, ClassifierMixin))
-        Y = self._encode(y, first, classes)
+        Y = new._encode(y, first, classes)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
-        sample_weight = self._weights(y, sample_weight)
-        self._rng = check_random_state(self.random_state)
+        sample_weight = new._weights(y, sample_weight)
+        rng = check_random_state(self.random_state)
+        new._rng = copy.deepcopy(rng)
         if first:
-            self._build(X, Y, hidden)
+            new._build(X, Y, hidden)
         X_val = y_val = w_val = None
         if self.early_stopping:
-            X, X_val, Y, y_val, sample_weight, w_val = self._split(X, Y, y, sample_weight)
-            X_val = self.model_.prepare(X_val).x            # on the device once, scored per epoch
+            X, X_val, Y, y_val, sample_weight, w_val = new._split(X, Y, y, sample_weight)
+            X_val = new.model_.prepare(X_val).x             # on the device once, scored per epoch
+        data = new.model_.prepare(X, Y, sample_weight)
+        rng.set_state(new._rng.get_state())
+        new._rng = rng
+        vars(self).clear()
+        vars(self).update(vars(new))
         n = X.shape[0]
         batch = min(200, n) if self.batch_size == "auto" else min(self.batch_size, n)
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
                           "going to be clipped", UserWarning, stacklevel=3)
         model = self.model_
-        data = model.prepare(X, Y, sample_weight)
         weight = n if sample_weight is None else float(np.sum(sample_weight))
         if not incremental or model.optimizer is None:       # the model keeps (and pickles) it
             model.optimizer = self._make_optimizer()
@@ -328,7 +341,9 @@ class _BaseMLP(BaseEstimator):
         """Fit the model to ``X`` (n_samples, n_features) and ``y``; returns self.
 
         ``sample_weight`` (n_samples,) weights each sample's loss term; a
-        batch's mean divides by its weight sum, as scikit-learn does.
+        batch's mean divides by its weight sum, as scikit-learn does. A call
+        refused for its inputs, weights or parameters (ValueError) leaves the
+        estimator as it was, fitted or not; so does a refused ``partial_fit``.
         """
         return self._fit(X, y, sample_weight, incremental=False)
 
