@@ -59,7 +59,7 @@ _FIELDS = {"format", "format_version", "config", "rng", "dropout_rng", "optimize
            "digest", "hmac"}
 _REQUIRED = {1: {"format", "format_version", "config"},
              2: {"format", "format_version", "config", "rng", "sha256"},
-             3: {"format", "format_version", "config", "rng"}}
+             3: {"format", "format_version", "config", "rng", "dropout_rng"}}
 _VERSIONS = {"1": 1, "2": 2, "3": 3}
 #: the model config's fields; ``input_scale`` came after format 2 (its files hold 1.0)
 _CONFIG = {"sizes", "activation", "loss", "reduction", "init", "dtype", "dropout", "bias",
@@ -95,9 +95,8 @@ def snapshot(model, include_optimizer=True):
         opt_meta = {"name": opt.name, "config": opt.config(), "t": opt.t}
         for key, a in opt.state_arrays().items():
             tensors[f"optimizer.{key}"] = be.to_numpy(a)
-    dropout = be.rng_state(model.dropout_rng)
     return Checkpoint(tensors, model.config(), opt_meta, model.rng.bit_generator.state,
-                      None if dropout is None else {"kind": be.kind, "state": dropout})
+                      {"kind": be.kind, "state": be.rng_state(model.dropout_rng)})
 
 
 def save(model, path, include_optimizer=True, key=None):
@@ -121,9 +120,8 @@ def save(model, path, include_optimizer=True, key=None):
         raise ValueError(f"not saved to {os.fspath(path)}: {', '.join(bad[:4])} hold NaN or "
                          "inf values (training diverged?)")
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(state.config), "rng": json.dumps(state.rng)}
-    if state.dropout_rng is not None:
-        meta["dropout_rng"] = json.dumps(state.dropout_rng)
+            "config": json.dumps(state.config), "rng": json.dumps(state.rng),
+            "dropout_rng": json.dumps(state.dropout_rng)}
     if state.optimizer is not None:
         meta["optimizer"] = json.dumps(state.optimizer)
     meta["hmac" if key is not None else "digest"] = digest(meta, state.tensors, key)
@@ -292,9 +290,13 @@ def _check_meta(path, meta):
         _check_rng(path, "rng", spec["rng"])
     if spec["dropout_rng"] is not None:
         d = spec["dropout_rng"]
-        if set(d) != {"kind", "state"} or d["kind"] != "cpu":
-            raise _bad(path, "dropout_rng", "must be {\"kind\": \"cpu\", \"state\": ...}")
-        _check_rng(path, "dropout_rng.state", d["state"])
+        # a CUDA generator's state cannot be read out: saved as null (kind "cuda")
+        if set(d) != {"kind", "state"} or d["kind"] not in ("cpu", "cuda") or (
+                (d["kind"] == "cuda") != (d["state"] is None)):
+            raise _bad(path, "dropout_rng", "must be {\"kind\": \"cpu\", \"state\": ...} or "
+                       "{\"kind\": \"cuda\", \"state\": null}")
+        if d["state"] is not None:
+            _check_rng(path, "dropout_rng.state", d["state"])
     spec["slots"] = () if spec["optimizer"] is None else _check_optimizer(path, spec["optimizer"])
     return spec
 
@@ -344,8 +346,8 @@ def _check_config(path, config, version):
     if type(config["input_scale"]) not in (int, float):
         raise _bad(path, "config.input_scale", "must be a number")
     init = config["init"]
-    if init is not None and not isinstance(init, str) and type(init) not in (int, float):
-        raise _bad(path, "config.init", "must be a name, a number or null")
+    if not isinstance(init, str) and type(init) not in (int, float):     # saved resolved
+        raise _bad(path, "config.init", f"must be a name or a number, got {init!r:.40}")
     sizes = config.get("sizes")
     if (not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS + 1
             or not all(type(s) is int and 1 <= s <= MAX_WIDTH for s in sizes)):
@@ -488,7 +490,8 @@ def restore(model, checkpoint, path):
         except ValueError as e:
             raise ValueError(f"{path}: the stored RNG state is invalid ({e})") from None
     dropout = checkpoint.dropout_rng
-    if dropout is not None and dropout.get("kind") == be.kind:   # same masks as if never saved
+    if dropout is not None and dropout.get("kind") == be.kind \
+            and dropout.get("state") is not None:               # same masks as if never saved
         try:
             be.set_rng_state(model.dropout_rng, dropout["state"])
         except ValueError as e:
