@@ -171,6 +171,8 @@ def _craft(good, folder):
         st(f"config_without_{field}", f"config.{field} is missing",
            config=json.dumps({k: v for k, v in config.items() if k != field}))
     with_config("config_engine_key", "config.engine is not a model setting", engine="warp")
+    with_config("config_init_null", "config.init must be a name or a number", init=None)
+    st("dropout_rng_missing", "dropout_rng is missing", dropout_rng=None)
     with_opt("optimizer_without_betas", "optimizer.config must hold exactly",
              config={k: v for k, v in opt["config"].items() if k != "betas"})
     with_opt("optimizer_lr_as_string", "stored optimizer is invalid",
