@@ -386,6 +386,9 @@ def _check_optimizer(path, meta):
         opt = optim.get(meta["name"], **meta["config"])
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: the stored optimizer is invalid ({e})") from None
+    if meta["name"] != opt.name:           # as saved: the lookup would take "Sgd" too
+        raise _bad(path, "optimizer.name", f"must be one of the names fastmlp saves, got "
+                   f"{str(meta['name'])[:40]!r}")
     made = opt.config()                    # every hyperparameter there, as saved: no defaults
     if set(meta["config"]) != set(made) or any(
             type(v) is not type(made[k]) and not (type(v) is int and type(made[k]) is float)

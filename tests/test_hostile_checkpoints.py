@@ -129,6 +129,7 @@ def _craft(good, folder):
     with_opt("optimizer_t_negative", "optimizer.t must be an integer", t=-5)
     with_opt("optimizer_t_float", "optimizer.t must be an integer", t=3.5)
     with_opt("optimizer_unknown", "stored optimizer is invalid", name="lion")
+    with_opt("optimizer_name_case", "optimizer.name must be one of the names", name="Adam")
     with_opt("optimizer_bad_lr", "stored optimizer is invalid", config={"lr": -1.0})
     with_opt("optimizer_extra_key", "optimizer must have the keys", evil=1)
     st("digest_missing", "digest is missing", digest=None)
