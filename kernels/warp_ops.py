@@ -288,9 +288,15 @@ def _concrete(t, f):
     return t
 
 
-for _k in KERNELS:
-    for _f in _FLOATS.values():
-        wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+def instantiate(kernels):
+    """Overloads of generic ``kernels`` for float32 and float64, added before
+    the module is first built: Warp then builds it once, not per new type."""
+    for kernel in kernels:
+        for f in _FLOATS.values():
+            wp.overload(kernel, [_concrete(t, f) for t in kernel.adj.arg_types.values()])
+
+
+instantiate(KERNELS)
 #: index and counter arrays
 _INTS = {np.dtype(np.int64): wp.int64, np.dtype(np.int32): wp.int32}
 #: the gather's sources: the float types, and the compact integer inputs
@@ -304,6 +310,26 @@ for _src in _SOURCES.values():
 DEVICE = {"bias_act": bias_act_kernel, "act_grad": act_grad_kernel,
           "cross_entropy": cross_entropy_kernel, "elementwise_loss": elementwise_loss_kernel,
           "sgd": sgd_kernel, "scaled_sq": scaled_sq_kernel, "adam": adam_kernel}
+
+
+def update_launch(kind, p, g, state, hyper, f, *, weight_decay=0.0, momentum=0.0,
+                  nesterov=False, alpha=1.0, betas=(0.9, 0.999), eps=0.0):
+    """``(kernel, inputs)`` of optimizer ``kind``'s update ("sgd", "adam",
+    "adamw", "rmsprop", "adagrad") over the Warp arrays ``p`` and ``g`` and
+    its ``state`` slots (``{slot: Warp array}``), reading its rate (and
+    Adam's bias corrections) from the device array ``hyper``; ``f`` is the
+    Warp float type. The op table and the ``warp`` engine both launch this."""
+    spec = updates.UPDATES["adam" if kind == "adamw" else kind]
+    kernel, wd = DEVICE[spec.device], f(weight_decay)
+    if spec is updates.SGD:
+        v = state.get("velocity")
+        return kernel, [p, g, p if v is None else v, hyper, f(momentum), int(bool(nesterov)), wd,
+                        int(v is not None)]
+    if spec is updates.ADAM:
+        return kernel, [p, g, state["m"], state["v"], hyper, f(betas[0]), f(betas[1]), f(eps),
+                        wd, int(kind == "adamw")]
+    beta = 1.0 - alpha if spec is updates.RMSPROP else 1.0     # AdaGrad: alpha = beta = 1
+    return kernel, [p, g, state[spec.slots[0]], hyper, f(alpha), f(beta), f(eps), wd]
 
 
 def compile_for(arch, module_dir):
@@ -448,36 +474,33 @@ class WarpOps(ReferenceOps):
     def sgd(self, p, g, v, lr, momentum, nesterov, weight_decay):
         if not self._fits(p, g, v):
             return super().sgd(p, g, v, lr, momentum, nesterov, weight_decay)
-        go, f = _Launch(p), _FLOATS[p.dtype]
-        go(DEVICE[updates.SGD.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
-                                go.array((p if v is None else v).reshape(-1)),
-                                self._hyper(go, p, lr), f(momentum), int(bool(nesterov)),
-                                f(weight_decay), int(v is not None)])
+        self._update("sgd", p, g, {} if v is None else {"velocity": v}, [lr],
+                     momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
     def adagrad(self, p, g, s, lr, eps, weight_decay):
-        self._scaled_sq(updates.ADAGRAD, p, g, s, lr, 1.0, 1.0, eps, weight_decay,
-                        super().adagrad, (p, g, s, lr, eps, weight_decay))
+        if not self._fits(p, g, s):
+            return super().adagrad(p, g, s, lr, eps, weight_decay)
+        self._update("adagrad", p, g, {"sum_sq": s}, [lr], eps=eps, weight_decay=weight_decay)
 
     def rmsprop(self, p, g, s, lr, alpha, eps, weight_decay):
-        self._scaled_sq(updates.RMSPROP, p, g, s, lr, alpha, 1.0 - alpha, eps, weight_decay,
-                        super().rmsprop, (p, g, s, lr, alpha, eps, weight_decay))
-
-    def _scaled_sq(self, spec, p, g, s, lr, alpha, beta, eps, weight_decay, fallback, args):
         if not self._fits(p, g, s):
-            return fallback(*args)
-        go, f = _Launch(p), _FLOATS[p.dtype]
-        go(DEVICE[spec.device], p.size, [go.array(p.reshape(-1)), go.array(g.reshape(-1)),
-                                      go.array(s.reshape(-1)), self._hyper(go, p, lr),
-                                      f(alpha), f(beta), f(eps), f(weight_decay)])
+            return super().rmsprop(p, g, s, lr, alpha, eps, weight_decay)
+        self._update("rmsprop", p, g, {"mean_sq": s}, [lr], alpha=alpha, eps=eps,
+                     weight_decay=weight_decay)
 
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
         if not self._fits(p, g, m, v):
             return super().adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t)
-        go, f = _Launch(p), _FLOATS[p.dtype]
-        go(DEVICE[updates.ADAM.device], p.size, [go.array(a.reshape(-1)) for a in (p, g, m, v)]
-           + [self._hyper(go, p, lr, 1 - beta1 ** t, 1 - beta2 ** t), f(beta1), f(beta2),
-              f(eps), f(weight_decay), int(bool(decoupled))])
+        self._update("adamw" if decoupled else "adam", p, g, {"m": m, "v": v},
+                     [lr, 1 - beta1 ** t, 1 - beta2 ** t], betas=(beta1, beta2), eps=eps,
+                     weight_decay=weight_decay)
 
-    def _hyper(self, go, p, *values):
-        """``values`` (the rate, and Adam's bias corrections) as a device array."""
-        return go.array(self.xp.asarray(values, p.dtype))
+    def _update(self, kind, p, g, state, hyper, **hyperparameters):
+        """:func:`update_launch` over the flat arrays, ``hyper`` (the rate, and
+        Adam's bias corrections) copied to the device."""
+        go = _Launch(p)
+        flat = {k: go.array(a.reshape(-1)) for k, a in state.items()}
+        kernel, inputs = update_launch(kind, go.array(p.reshape(-1)), go.array(g.reshape(-1)),
+                                       flat, go.array(self.xp.asarray(hyper, p.dtype)),
+                                       _FLOATS[p.dtype], **hyperparameters)
+        go(kernel, p.size, inputs)

@@ -33,7 +33,7 @@ import typing
 import warp as wp
 
 from . import warp_ops
-from .warp_ops import _FLOATS, _concrete
+from .warp_ops import instantiate
 
 Any = typing.Any
 
@@ -216,9 +216,7 @@ def mask_kernel(d: wp.array2d(dtype=Any), keep: wp.array2d(dtype=Any)):
 
 KERNELS = (dropout_kernel, mask_kernel, scale_kernel, hits_kernel, add_rows_kernel,
            add_terms_kernel, adam_hyper_kernel)
-for _k in KERNELS:
-    for _f in _FLOATS.values():
-        wp.overload(_k, [_concrete(t, _f) for t in _k.adj.arg_types.values()])
+instantiate(KERNELS)
 
 
 def _block_dim(kernel):

@@ -13,44 +13,23 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from warp_cases import OPTIMIZERS, assert_same, samples
 
 warp = pytest.importorskip("warp")
 
-OPTIMIZERS = {
-    "sgd": lambda: fm.optim.SGD(lr=0.05),
-    "nesterov": lambda: fm.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda: fm.optim.Adam(lr=1e-2, weight_decay=1e-3),
-    "adamw": lambda: fm.optim.AdamW(lr=1e-2, weight_decay=0.1),
-    "rmsprop": lambda: fm.optim.RMSprop(lr=1e-2, weight_decay=1e-3),
-    "adagrad": lambda: fm.optim.AdaGrad(lr=0.1),
-}
-LOSSES = {"cross_entropy": "softmax", "binary_cross_entropy": "labels", "mse": "values",
-          "l1": "values"}
-#: after 20 steps, relative to the largest parameter
-TOL = {"float64": 1e-10, "float32": 2e-5}
+LOSSES = ["cross_entropy", "binary_cross_entropy", "mse", "l1"]
 
 
-def _data(kind, n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 12))
-    if kind == "softmax":
-        return x, rng.integers(0, 3, n)
-    if kind == "labels":
-        return x, (rng.random((n, 3)) < 0.5).astype(np.float64)
-    return x, rng.normal(size=(n, 3))
 
 
 def _fit(kernels, dtype, optimizer, loss="cross_entropy", activation="tanh", **fit):
-    x, y = _data(LOSSES[loss])
+    x, y = samples(loss)
     model = fm.MLP([12, 16, 8, 3], activation=activation, loss=loss, dtype=dtype, seed=0,
                    device="cpu", kernels=kernels)
     model.fit(x, y, epochs=2, batch_size=20, optimizer=OPTIMIZERS[optimizer](), **fit)
     return model
 
 
-def _assert_same(a, b, dtype):
-    err = np.max(np.abs(a.params - b.params)) / np.max(np.abs(a.params))
-    assert err <= TOL[dtype], err
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -58,7 +37,7 @@ def _assert_same(a, b, dtype):
 def test_twenty_steps_of_each_optimizer_equal_the_reference(optimizer, dtype):
     ref, got = (_fit(k, dtype, optimizer) for k in ("reference", "warp"))
     assert got.ops.name == "warp" and got.step_path.engine == "layer"
-    _assert_same(got, ref, dtype)
+    assert_same(got, ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -67,14 +46,14 @@ def test_twenty_steps_of_each_optimizer_equal_the_reference(optimizer, dtype):
 def test_every_loss_and_activation_equal_the_reference(loss, activation, dtype):
     ref, got = (_fit(k, dtype, "adam", loss=loss, activation=activation)
                 for k in ("reference", "warp"))
-    _assert_same(got, ref, dtype)
+    assert_same(got, ref, dtype)
 
 
 def test_sample_weights_equal_the_reference():
     w = np.random.default_rng(1).random(200)
     w[::7] = 0
     ref, got = (_fit(k, "float64", "sgd", sample_weight=w) for k in ("reference", "warp"))
-    _assert_same(got, ref, "float64")
+    assert_same(got, ref, "float64")
 
 
 def test_uint8_inputs_equal_the_reference():
@@ -85,11 +64,11 @@ def test_uint8_inputs_equal_the_reference():
         m = fm.MLP([12, 8, 3], seed=0, device="cpu", input_scale=1 / 255, kernels=kernels)
         m.fit(x, y, epochs=2, batch_size=16, optimizer="adam")
         models.append(m)
-    _assert_same(models[1], models[0], "float32")
+    assert_same(models[1], models[0], "float32")
 
 
 def test_the_warp_table_fails_a_gradcheck_only_if_backprop_is_wrong():
-    x, y = _data("softmax", n=6)
+    x, y = samples("cross_entropy", n=6)
     model = fm.MLP([12, 5, 3], activation="sigmoid", dtype="float64", seed=0, device="cpu",
                    kernels="warp")
     assert fm.gradcheck(model, x, y).ok
@@ -99,7 +78,7 @@ def test_a_saved_warp_model_loads_and_predicts_the_same(tmp_path):
     model = _fit("warp", "float32", "adam")
     model.save(tmp_path / "m.safetensors")
     back = fm.load(tmp_path / "m.safetensors", device="cpu")
-    x, _ = _data("softmax", n=20, seed=3)
+    x, _ = samples("cross_entropy", n=20, seed=3)
     assert back.ops.name == "warp"
     np.testing.assert_array_equal(back.predict_proba(x), model.predict_proba(x))
 

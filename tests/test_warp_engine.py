@@ -7,35 +7,18 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from warp_cases import OPTIMIZERS, TOL, assert_same, samples
 
 pytest.importorskip("warp")
 
-OPTIMIZERS = {
-    "sgd": lambda: fm.optim.SGD(lr=0.05),
-    "nesterov": lambda: fm.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-    "adam": lambda: fm.optim.Adam(lr=1e-2, weight_decay=1e-3),
-    "adamw": lambda: fm.optim.AdamW(lr=1e-2, weight_decay=0.1),
-    "rmsprop": lambda: fm.optim.RMSprop(lr=1e-2, weight_decay=1e-3),
-    "adagrad": lambda: fm.optim.AdaGrad(lr=0.1),
-}
-#: after 20 steps, relative to the largest parameter
-TOL = {"float64": 1e-10, "float32": 2e-5}
 
 
-def _data(loss, n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 12))
-    if loss == "cross_entropy":
-        return x, rng.integers(0, 3, n)
-    if loss == "binary_cross_entropy":
-        return x, (rng.random((n, 3)) < 0.5).astype(np.float64)
-    return x, rng.normal(size=(n, 3))
 
 
 def _pair(dtype="float64", loss="cross_entropy", activation="tanh", optimizer="adam",
           epochs=2, batch_size=20, model=None, **fit):
     """The same fit on the layer engine (reference table) and on the warp engine."""
-    x, y = _data(loss)
+    x, y = samples(loss)
     out = []
     for engine in ("layer", "warp"):
         m = fm.MLP([12, 16, 8, 3], activation=activation, loss=loss, dtype=dtype, seed=0,
@@ -46,9 +29,6 @@ def _pair(dtype="float64", loss="cross_entropy", activation="tanh", optimizer="a
     return out
 
 
-def _assert_same(a, b, dtype):
-    err = np.max(np.abs(a.params - b.params)) / np.max(np.abs(a.params))
-    assert err <= TOL[dtype], err
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -56,7 +36,7 @@ def _assert_same(a, b, dtype):
 def test_twenty_steps_of_each_optimizer_equal_the_layer_engine(optimizer, dtype):
     (ref, h_ref), (got, h_got) = _pair(dtype, optimizer=optimizer)
     assert got.step_path.engine == "warp"
-    _assert_same(got, ref, dtype)
+    assert_same(got, ref, dtype)
     np.testing.assert_allclose(h_got.history["train_loss"], h_ref.history["train_loss"],
                                rtol=TOL[dtype])
     assert h_got.history["train_accuracy"] == h_ref.history["train_accuracy"]
@@ -66,7 +46,7 @@ def test_twenty_steps_of_each_optimizer_equal_the_layer_engine(optimizer, dtype)
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "identity"])
 def test_every_loss_and_activation_equal_the_layer_engine(loss, activation):
     (ref, h_ref), (got, h_got) = _pair(loss=loss, activation=activation)
-    _assert_same(got, ref, "float64")
+    assert_same(got, ref, "float64")
     np.testing.assert_allclose(h_got.history["train_loss"], h_ref.history["train_loss"],
                                rtol=1e-10)
 
@@ -81,12 +61,12 @@ def test_every_loss_and_activation_equal_the_layer_engine(loss, activation):
 def test_biases_reductions_and_weights_equal_the_layer_engine(model, fit):
     loss = model.pop("loss", "cross_entropy")
     (ref, _), (got, _) = _pair(loss=loss, model=model, **fit)
-    _assert_same(got, ref, "float64")
+    assert_same(got, ref, "float64")
 
 
 def test_graph_replay_equals_eager_launches(monkeypatch):
     from fastmlp.engines.warp import WarpEngine
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     models, graphs = [], []
     for capture in (True, False):
         monkeypatch.setattr(WarpEngine, "capture", capture)
@@ -100,7 +80,7 @@ def test_graph_replay_equals_eager_launches(monkeypatch):
 
 
 def test_a_schedule_changes_the_rate_without_a_new_capture():
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     out = []
     for engine in ("layer", "warp"):
         m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cpu", kernels="reference",
@@ -110,7 +90,7 @@ def test_a_schedule_changes_the_rate_without_a_new_capture():
         out.append((m, hist))
     (ref, h_ref), (got, h_got) = out
     assert h_got.history["lr"] == [0.1, 0.05, 0.025] == h_ref.history["lr"]
-    _assert_same(got, ref, "float64")
+    assert_same(got, ref, "float64")
     # three epochs at three rates (batches of 30 and a last one of 20): one epoch graph
     assert [key[0] for key in got.engine_for(30)._graphs] == ["epoch"]
 
@@ -124,7 +104,7 @@ def test_with_batch_hooks_the_steps_replay_one_graph_each_and_agree():
         def on_train_batch_end(self, batch, logs):
             Seen.batches += 1
 
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     models = []
     for callbacks in ([], [Seen()]):
         m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cpu", engine="warp")
@@ -137,7 +117,7 @@ def test_with_batch_hooks_the_steps_replay_one_graph_each_and_agree():
 
 
 def test_a_step_leaves_loss_and_hits_on_the_device():
-    x, y = _data("cross_entropy", n=40)
+    x, y = samples("cross_entropy", n=40)
     m = fm.MLP([12, 8, 3], dtype="float32", seed=0, device="cpu", engine="warp")
     data = m.prepare(x, y)
     opt = fm.optim.Adam()
@@ -149,7 +129,7 @@ def test_a_step_leaves_loss_and_hits_on_the_device():
 
 
 def test_gradients_equal_the_layer_engine_and_pass_gradcheck():
-    x, y = _data("cross_entropy", n=10)
+    x, y = samples("cross_entropy", n=10)
     grads = []
     for engine in ("layer", "warp"):
         m = fm.MLP([12, 5, 3], activation="sigmoid", dtype="float64", seed=0, device="cpu",
@@ -162,7 +142,7 @@ def test_gradients_equal_the_layer_engine_and_pass_gradcheck():
 
 
 def test_the_factory_takes_it_on_the_cpu_only_when_named():
-    x, y = _data("cross_entropy", n=40)
+    x, y = samples("cross_entropy", n=40)
     auto = fm.MLP([12, 8, 3], device="cpu", kernels="reference")
     auto.fit(x, y, epochs=1, batch_size=20)
     assert auto.step_path.engine == "layer"
@@ -203,7 +183,7 @@ def _warp_sees_gpu():
 def test_on_the_gpu_the_engine_equals_the_layer_engine(optimizer, capture, monkeypatch):
     from fastmlp.engines.warp import WarpEngine
     monkeypatch.setattr(WarpEngine, "capture", capture)
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     models = []
     for engine in ("layer", "warp"):
         m = fm.MLP([12, 16, 8, 3], dtype="float64", seed=0, device="cuda", kernels="reference",
@@ -232,7 +212,7 @@ def test_dropout_masks_are_drawn_on_the_device_and_backprop_through_them():
     engine's given the same masks."""
     from fastmlp.engines.base import Case
     from fastmlp.engines.layer import LayerEngine
-    x, y = _data("cross_entropy", n=64)
+    x, y = samples("cross_entropy", n=64)
     m = fm.MLP([12, 256, 128, 3], activation="relu", dtype="float64", seed=0, device="cpu",
                engine="warp", dropout=(0.3, 0.5))
     data = m.prepare(x, y)
@@ -253,7 +233,7 @@ def test_dropout_masks_are_drawn_on_the_device_and_backprop_through_them():
 
 
 def test_a_fit_with_dropout_learns_and_stays_reproducible():
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     runs = []
     for _ in range(2):
         m = fm.MLP([12, 32, 3], seed=0, device="cpu", engine="warp", dropout=0.2)
@@ -266,7 +246,7 @@ def test_a_fit_with_dropout_learns_and_stays_reproducible():
 def test_tf32_is_a_choice_of_the_products_and_on_the_cpu_changes_nothing():
     """On the CPU Warp computes TF32 products in float32 (and says so when it
     builds them): the same model as fp32. On a GPU, the test below."""
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     params = []
     for precision in ("fp32", "tf32"):
         m = fm.MLP([12, 16, 8, 3], seed=0, device="cpu", engine="warp", precision=precision)
@@ -282,7 +262,7 @@ def test_tf32_is_a_choice_of_the_products_and_on_the_cpu_changes_nothing():
 def test_on_the_gpu_tf32_stays_within_its_tolerance_of_fp32():
     """TF32 inputs carry 10 mantissa bits: after 20 Adam steps the parameters
     stay within 1e-2 relative of the fp32 run, the final loss within 2%."""
-    x, y = _data("cross_entropy")
+    x, y = samples("cross_entropy")
     out = []
     for precision in ("fp32", "tf32"):
         m = fm.MLP([12, 16, 8, 3], seed=0, device="cuda", engine="warp", precision=precision)
@@ -311,4 +291,4 @@ def test_uint8_and_streamed_inputs_equal_the_layer_engine(tmp_path, monkeypatch)
             m.fit(data, y, epochs=2, batch_size=20, optimizer="adam")
             models.append(m)
         assert models[1].step_path.engine == "warp"
-        _assert_same(models[1], models[0], "float64")
+        assert_same(models[1], models[0], "float64")

@@ -189,28 +189,11 @@ class WarpEngine(Engine):
 
     def _update(self, form, state, wrap, hyper, f):
         """A function launching ``form``'s update over the flat buffers."""
-        ops, bufs = self._ops, self.bufs
-        p, g = wrap(bufs.params), wrap(bufs.grads)
-        size, wd, kind = bufs.params.size, f(form.get("weight_decay", 0.0)), form.kind
-        h = wrap(hyper)
-        if kind == "sgd":
-            momentum = form.get("momentum", 0.0)
-            v = wrap(state["velocity"]) if momentum else p
-            args = [p, g, v, h, f(momentum), int(bool(form.get("nesterov"))), wd,
-                    int(bool(momentum))]
-            kernel = ops.sgd_kernel
-        elif kind in ("adam", "adamw"):
-            b1, b2 = form.get("betas")
-            args = [p, g, wrap(state["m"]), wrap(state["v"]), h, f(b1), f(b2),
-                    f(form.get("eps")), wd, int(kind == "adamw")]
-            kernel = ops.adam_kernel
-        else:
-            alpha = form.get("alpha", 1.0)
-            slot = "mean_sq" if kind == "rmsprop" else "sum_sq"
-            beta = 1.0 - alpha if kind == "rmsprop" else 1.0
-            args = [p, g, wrap(state[slot]), h, f(alpha), f(beta), f(form.get("eps")), wd]
-            kernel = ops.scaled_sq_kernel
-        return lambda launch: launch(kernel, size, args)
+        bufs = self.bufs
+        kernel, inputs = self._ops.update_launch(
+            form.kind, wrap(bufs.params), wrap(bufs.grads),
+            {slot: wrap(a) for slot, a in state.items()}, wrap(hyper), f, **dict(form.hyper))
+        return lambda launch: launch(kernel, bufs.params.size, inputs)
 
     # --- steps --------------------------------------------------------------------------
 
