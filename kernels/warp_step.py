@@ -97,9 +97,14 @@ GEMMS.update({(wp.float32, ta, tb, True): _gemm(wp.float32, ta, tb, True)
 wp.get_module(TF32_MODULE).options["block_dim"] = TILE_THREADS
 
 
+#: kernels launched by thread block (``wp.launch_tiled``: ``dim`` counts blocks)
+TILED = set(GEMMS.values())
+
+
 def gemm_launch(a, b, c, ta, tb, tf32=False):
-    """The (kernel, dim, inputs, block_dim) launch of c = op(a) op(b)."""
-    grid = ((c.shape[0] + TILE - 1) // TILE, (c.shape[1] + TILE - 1) // TILE, TILE_THREADS)
+    """The (kernel, dim, inputs, block_dim) launch of c = op(a) op(b), one
+    block per output tile."""
+    grid = ((c.shape[0] + TILE - 1) // TILE, (c.shape[1] + TILE - 1) // TILE)
     return GEMMS[(c.dtype, ta, tb, tf32)], grid, [a, b, c], TILE_THREADS
 
 
@@ -235,8 +240,11 @@ class Recorded:
     def run(self, stream=None):
         """The launches, eagerly."""
         for kernel, dim, inputs, block_dim in self.launches:
-            wp.launch(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream,
-                      block_dim=block_dim or _block_dim(kernel))
+            # a tile kernel's block is one program: wp.launch with the threads as a grid
+            # dimension would run it once per thread where blocks are off (Warp's CPU default)
+            go = wp.launch_tiled if kernel in TILED else wp.launch
+            go(kernel, dim=dim, inputs=inputs, device=self.device, stream=stream,
+               block_dim=block_dim or _block_dim(kernel))
 
     def capture(self, stream=None):
         """Record the launches into a graph (without running them)."""
