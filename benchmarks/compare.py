@@ -56,15 +56,20 @@ def flops_per_sample(sizes=SIZES):
 
 # --- systems: each make(batch_size, x, y, device) returns run(steps) -----------
 
-def _fastmlp(kernels, precision="fp32"):
+def _fastmlp(kernels, precision="fp32", fuse=True):
     def make(bs, x, y, device):
+        from fastmlp.engines.warp import WarpEngine
         model = fm.MLP(list(SIZES), activation="sigmoid", device=device, kernels=kernels, seed=0,
                        precision=precision)
         data = model.prepare(x, y)
         opt = fm.optim.SGD(lr=LR)
         opt.init([model.params], model.ops)
         # a step as fit() runs it: the engine the factory picks, called directly
-        engine = model.engine_for(bs, sample=data.x)
+        fused, WarpEngine.fuse = WarpEngine.fuse, fuse
+        try:
+            engine = model.engine_for(bs, sample=data.x)
+        finally:
+            WarpEngine.fuse = fused
 
         def run(steps):
             with engine.running():                    # as fit() holds it
@@ -220,6 +225,8 @@ SYSTEMS = {
     "fastmlp-warp": _fastmlp("warp"),
     # the warp engine's float32 products on TF32 tensor cores (CUDA)
     "fastmlp-tf32": _fastmlp("auto", "tf32"),
+    # the warp engine without its fused step kernel: layer by layer, ~25 launches a step
+    "fastmlp-layered": _fastmlp("auto", fuse=False),
     "pytorch": _torch,
     "pytorch-graph": _torch_graph,
     # PyTorch's intra-op threads cost more than they give on small batches
@@ -230,10 +237,12 @@ SYSTEMS = {
     "jax-tf32": _jax_at("default"),
     "sklearn": _sklearn,
 }
-OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused", "fastmlp-warp", "fastmlp-tf32")
+OURS = ("fastmlp", "fastmlp-reference", "fastmlp-fused", "fastmlp-warp", "fastmlp-tf32",
+        "fastmlp-layered")
 #: what a plain run compares: the CUDA-only and TF32 rows are asked for by name
 DEFAULT = [name for name in SYSTEMS if name not in ("fastmlp-fused", "fastmlp-warp",
-                                                    "fastmlp-tf32", "pytorch-graph", "jax-tf32")]
+                                                    "fastmlp-tf32", "fastmlp-layered",
+                                                    "pytorch-graph", "jax-tf32")]
 
 
 # --- measurement ----------------------------------------------------------------

@@ -15,7 +15,8 @@ and the parts write their own JSON and PNG files beside it:
 3. ``warp-twins``: every Warp op on CuPy arrays against the reference table
    on the same arrays (``kernels="warp"`` on CUDA);
 4. ``compare``: ``benchmarks/compare.py --device cuda``: fastmlp (the warp
-   engine), its reference path and its TF32 products, against PyTorch eager,
+   engine, its step fused into one tile kernel), the same engine layer by
+   layer (``fastmlp-layered``), its reference path and its TF32 products, against PyTorch eager,
    PyTorch with the step in a CUDA graph and JAX jit, fp32 rows against fp32
    ones (JAX at "highest") and TF32 against TF32 (``jax-tf32``);
 5. ``mnist``: the MNIST recipe (``benchmarks/mnist_e2e.py --device cuda``),
@@ -165,10 +166,12 @@ def main(argv=None):
         # the AOT compiles are CI's: here the same kernels build for the GPU in front of us
         ("warp-tests", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k",
                         "not ahead_of_time", str(tests / "test_warp.py"),
-                        str(tests / "test_warp_engine.py"), str(tests / "test_op_twins.py")],
+                        str(tests / "test_warp_engine.py"), str(tests / "test_warp_fused.py"),
+                        str(tests / "test_op_twins.py")],
          120),
         ("compare", [py, str(bench / "compare.py"), "--device", "cuda", "--systems",
-                     "fastmlp,fastmlp-reference,fastmlp-tf32,pytorch,pytorch-graph,jax,jax-tf32",
+                     "fastmlp,fastmlp-layered,fastmlp-reference,fastmlp-tf32,pytorch,pytorch-graph,"
+                     "jax,jax-tf32",
                      "--batch-sizes", sizes, "--repeats", "3" if args.quick else "5",
                      "--target-seconds", "0.1" if args.quick else "0.2", "--out", str(out)], 180),
         ("mnist", [py, str(bench / "mnist_e2e.py"), "--device", "cuda", "--systems",

@@ -22,17 +22,19 @@ step's own input buffers:
 
 The products are Warp tile kernels (``wp.tile_load`` / ``tile_matmul`` /
 ``tile_store``, 16 x 16 tiles), one output tile a thread block, summed over
-K in a fixed order: the same results run to run. Fusing a block of rows'
-whole forward and backward into one kernel with the activations kept on
-chip (tiny-cuda-nn's fully fused MLP) is the next step, once a GPU can
-measure it. Kernels are leaves: nothing here imports fastmlp.
+K in a fixed order: the same results run to run. Where the network fits
+a block's shared memory and no dropout applies, steps 2 to 4 are one
+launch instead: the fused kernel of ``kernels/warp_fused.py``, which
+carries a block of rows' whole forward and backward with the activations
+kept on chip (tiny-cuda-nn's fully fused MLP). Kernels are leaves: nothing
+here imports fastmlp.
 """
 
 import typing
 
 import warp as wp
 
-from . import warp_ops
+from . import warp_fused, warp_ops
 from .warp_ops import instantiate
 
 Any = typing.Any
@@ -213,13 +215,19 @@ def dropout_kernel(a: wp.array2d(dtype=Any), keep: wp.array2d(dtype=Any),
 
 
 @wp.kernel
+def zero_kernel(a: wp.array(dtype=Any)):
+    """a[i] = 0."""
+    a[wp.tid()] = a.dtype(0.0)
+
+
+@wp.kernel
 def mask_kernel(d: wp.array2d(dtype=Any), keep: wp.array2d(dtype=Any)):
     """d *= keep: the gradient through a dropout mask."""
     i, j = wp.tid()
     d[i, j] = d[i, j] * keep[i, j]
 
 
-KERNELS = (dropout_kernel, mask_kernel, scale_kernel, hits_kernel, add_rows_kernel,
+KERNELS = (dropout_kernel, mask_kernel, zero_kernel, scale_kernel, hits_kernel, add_rows_kernel,
            add_terms_kernel, adam_hyper_kernel)
 instantiate(KERNELS)
 
@@ -272,19 +280,31 @@ class StepGraph(Recorded):
     ``(rates, keeps, dropped, seeds)``: per hidden layer its rate, its mask
     and its output after the mask (None where the rate is 0), and the
     2-element int32 ``(base, step)`` seed. ``tf32``: the float32 products
-    on TF32 tensor cores.
+    on TF32 tensor cores. ``fused``: the step's fused kernel
+    (``kernels/warp_fused.py``, made for this network, loss and weighting),
+    which then runs the forward, loss and backward in one launch over the
+    flat ``(params, grads)`` buffers of ``flat``; None, the launches above.
     """
 
     def __init__(self, device, layers, inputs, acts, deltas, scratch, acc, scales, *, code,
                  loss, head_kind, per_row, mean, has_w, floor, update, dropout=None,
-                 tf32=False):
+                 tf32=False, fused=None, flat=None):
         self.device = device
         launch = self._launch
         x, y, w = inputs
         n = x.shape[0]
         last = len(layers) - 1
-        rates, keeps, dropped, seeds = dropout or ((0.0,) * last, None, None, None)
         self.launches = []
+        if fused is not None:
+            TILED.add(fused)
+            params, grads = flat
+            launch(scale_kernel, 1, [w, has_w, n, per_row, mean, scales])
+            launch(zero_kernel, grads.shape[0], [grads])
+            launch(*warp_fused.launch_args(fused, x, y, w, params, grads, scales, acc))
+            if update is not None:
+                update(launch)
+            return
+        rates, keeps, dropped, seeds = dropout or ((0.0,) * last, None, None, None)
         if seeds is not None:
             launch(advance_kernel, 1, [seeds])
         launch(scale_kernel, 1, [w, has_w, n, per_row, mean, scales])

@@ -77,10 +77,11 @@ def create(net, bufs, batch_size, train=True, sample=None, name="auto"):
             continue
         why = cls.declines(net, bufs, case)
         if why is None:
-            path = StepPath(cls.name, cls.summary, declined)
+            engine = cls(net, bufs, case)
+            path = StepPath(cls.name, engine.summary, declined)
             log.debug("fastmlp step engine for %s at batch size %d%s: %s", list(net.sizes),
                       batch_size, "" if train else " (no dropout)", path)
-            return cls(net, bufs, case), path
+            return engine, path
         declined[cls.name] = why
     raise ValueError(f"engine {name!r} cannot run this model at batch size {batch_size}: "
                      f"{declined[name]}; pass engine='auto' to let fastmlp choose")

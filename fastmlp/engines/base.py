@@ -42,7 +42,7 @@ class Engine(ABC):
     tiny-cuda-nn's network implementations.
 
     A subclass names itself (``name``), says in one line what it is and
-    when it wins (``summary``), says which cases it cannot run
+    when it wins (``summary``; an instance may say more about its own case), says which cases it cannot run
     (:meth:`declines`), owns whatever scratch it needs (per model: never
     shared between models), and computes gradients (:meth:`grad`). It may
     run the optimizer's update itself where the optimizer's declared form

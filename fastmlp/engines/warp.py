@@ -35,6 +35,9 @@ class WarpEngine(Engine):
     #: record each step into a graph and replay it (False: launch eagerly; the
     #: tests compare the two)
     capture = True
+    #: run forward, loss and backward as one fused tile kernel where it covers the
+    #: case (False: layer by layer; the tests compare the two)
+    fuse = True
 
     @classmethod
     def declines(cls, net, bufs, case):
@@ -57,9 +60,51 @@ class WarpEngine(Engine):
 
     def __init__(self, net, bufs, case):
         super().__init__(net, bufs, case)
-        from fastmlp.kernels import warp_ops, warp_step
-        self._ops, self._step = warp_ops, warp_step
+        from fastmlp.kernels import warp_fused, warp_ops, warp_step
+        self._ops, self._step, self._fusedk = warp_ops, warp_step, warp_fused
         self._graphs = {}
+        self._kernels = {}
+        self.unfused = self._unfused()
+        if self.unfused is None:
+            self.summary = ("the whole step replayed from one recorded graph: forward, loss and "
+                            "backward in one fused Warp tile kernel "
+                            f"({warp_fused.ROWS} rows a block, layer outputs on chip), then "
+                            "the update")
+        else:
+            self.summary = f"{self.summary} (layer by layer: {self.unfused})"
+
+    def _unfused(self):
+        """Why the steps do not run the fused kernel (None when they do)."""
+        net = self.net
+        if not self.fuse:
+            return "fusion off"
+        if self.case.train and any(net.dropout):
+            return "dropout masks are drawn layer by layer"
+        why = self._fusedk.declines(net.sizes, net.dtype.itemsize)
+        if why is None:
+            need, most = self._fusedk.shared_bytes(self._fused(False),
+                                                    self._ops._Launch(self.bufs.params).device)
+            if most is not None and need > most:
+                why = (f"its tiles need {need} bytes of shared memory a block, the GPU "
+                       f"allows {most}")
+        return why
+
+    def _fused(self, weighted):
+        """The fused step kernel of this network for (un)weighted batches."""
+        kernel = self._kernels.get(weighted)
+        if kernel is None:
+            net, ops = self.net, self._ops
+            layout, dt = net.layout, net.dtype
+            loss = net.loss
+            kernel = self._kernels[weighted] = self._fusedk.step_kernel(
+                net.sizes, layout.w_at, layout.b_at if net.bias else None,
+                code=net.activation.code,
+                loss="cross_entropy" if loss.device == "cross_entropy"
+                else ops._ELEMENTWISE[loss.name],
+                head_kind=_HEAD_KINDS.get(loss.head.name), dtype=ops._FLOATS[dt],
+                floor=ops.activations.FLOOR[dt.name], weighted=weighted,
+                tf32=net.precision == "tf32" and dt.name == "float32")
+        return kernel
 
     @property
     def scratch_nbytes(self):
@@ -106,11 +151,14 @@ class WarpEngine(Engine):
         go = ops._Launch(bufs.params)
         mine = {"x": xp.zeros((n, sizes[0]), dt), "y": xp.zeros((n, sizes[-1]), dt),
                 "w": xp.ones(n, dt), "scales": xp.zeros(1, dt)}
-        acts = [xp.zeros((n, k), dt) for k in sizes[1:]]
-        deltas = [xp.zeros((n, k), dt) for k in sizes[1:-1]]
+        fused = None if self.unfused else self._fused(bool(weighted))
+        # the fused kernel keeps the layer outputs on chip: no buffers for them
+        rows = 0 if fused is not None else n
+        acts = [xp.zeros((rows, k), dt) for k in sizes[1:]]
+        deltas = [xp.zeros((rows, k), dt) for k in sizes[1:-1]]
         loss = net.loss
         per_row = 1 if loss.per_sample else sizes[-1]
-        scratch = xp.zeros(n if loss.device == "cross_entropy" else (n, sizes[-1]), dt)
+        scratch = xp.zeros(rows if loss.device == "cross_entropy" else (rows, sizes[-1]), dt)
         wrap = go.array
         layers = [(wrap(w), wrap(b) if net.bias else None, wrap(gw), wrap(gb) if net.bias else None)
                   for w, b, gw, gb in zip(bufs.weights, bufs.biases, bufs.grad_weights,
@@ -133,7 +181,9 @@ class WarpEngine(Engine):
             head_kind=_HEAD_KINDS.get(loss.head.name), per_row=per_row,
             mean=int(net.reduction == "mean"), has_w=int(weighted),
             floor=f(ops.activations.FLOOR[dt.name]), update=update, dropout=dropout,
-            tf32=net.precision == "tf32" and dt.name == "float32")
+            tf32=net.precision == "tf32" and dt.name == "float32",
+            fused=fused,
+            flat=(wrap(bufs.params), wrap(bufs.grads)))
         masks = [a for a in [*mine.get("keeps", ()), *mine.get("dropped", ())] if a is not None]
         mine["nbytes"] = sum(a.nbytes for a in [*mine.values(), *acts, *deltas, scratch, *masks]
                              if hasattr(a, "nbytes"))
