@@ -318,7 +318,8 @@ def _build(sizes, w_at, b_at, code, loss, head_kind, dtype, floor, weighted, tf3
                     wp.atomic_add(gv, c * C + i, j, wp.tile_extract(dw, i, j))
 
     step_kernel.__name__ = step_kernel.__qualname__ = f"fused_step_{tag}"
-    return wp.kernel(step_kernel, module="unique", module_options={"block_dim": THREADS, "enable_backward": False})
+    return wp.kernel(step_kernel, module="unique",
+                     module_options={"block_dim": THREADS, "enable_backward": False})
 
 
 _KERNELS = {}

@@ -25,9 +25,9 @@ def _numpy_grads(sizes, params, x, y, w, scale, bias):
     lay = Layout(sizes, bias)
     ws, bs = lay.views(params)
     acts = [x]
-    for l, W in enumerate(ws):
-        z = acts[-1] @ W + (bs[l] if bias else 0)
-        acts.append(z if l == len(ws) - 1 else 1 / (1 + np.exp(-z)))
+    for i, W in enumerate(ws):
+        z = acts[-1] @ W + (bs[i] if bias else 0)
+        acts.append(z if i == len(ws) - 1 else 1 / (1 + np.exp(-z)))
     z = acts[-1]
     e = np.exp(z - z.max(1, keepdims=True))
     p = e / e.sum(1, keepdims=True)
@@ -36,12 +36,12 @@ def _numpy_grads(sizes, params, x, y, w, scale, bias):
     grads = np.zeros_like(params)
     gw, gb = lay.views(grads)
     dz = (p - y) * (w * scale)[:, None]
-    for l in range(len(ws) - 1, -1, -1):
-        gw[l][...] = acts[l].T @ dz
+    for i in range(len(ws) - 1, -1, -1):
+        gw[i][...] = acts[i].T @ dz
         if bias:
-            gb[l][...] = dz.sum(0)
-        if l:
-            dz = (dz @ ws[l].T) * acts[l] * (1 - acts[l])
+            gb[i][...] = dz.sum(0)
+        if i:
+            dz = (dz @ ws[i].T) * acts[i] * (1 - acts[i])
     return loss, hits, grads
 
 

@@ -42,12 +42,13 @@ class Engine(ABC):
     tiny-cuda-nn's network implementations.
 
     A subclass names itself (``name``), says in one line what it is and
-    when it wins (``summary``; an instance may say more about its own case), says which cases it cannot run
-    (:meth:`declines`), owns whatever scratch it needs (per model: never
-    shared between models), and computes gradients (:meth:`grad`). It may
-    run the optimizer's update itself where the optimizer's declared form
-    allows (:meth:`train_step`, through ``optimizer.step(..., run=...)``,
-    which counts the step), and a whole epoch in one call
+    when it wins (``summary``; an instance may say more about its own
+    case), says which cases it cannot run (:meth:`declines`), owns
+    whatever scratch it needs (per model: never shared between models),
+    and computes gradients (:meth:`grad`). It may run the optimizer's
+    update itself where the optimizer's declared form allows
+    (:meth:`train_step`, through ``optimizer.step(..., run=...)``, which
+    counts the step), and a whole epoch in one call
     (:meth:`train_epoch`). An engine is built from the immutable
     description of the network (``net``, a :class:`fastmlp.net.Net`) and
     the buffers it may touch (``bufs``, a :class:`fastmlp.net.Buffers`),
