@@ -361,5 +361,5 @@ def shared_bytes(kernel, device):
     wp.init()
     kernel.module.load(device)
     need = kernel.adj.get_total_required_shared()
-    device = wp.get_device(device)
-    return need, (device.max_shared_memory_per_block if device.is_cuda else None)
+    # Warp's CPU device reports 0: no limit there
+    return need, wp.get_device(device).max_shared_memory_per_block or None
