@@ -1,9 +1,13 @@
 """The ``cpu-gemm`` engine: the whole step in one compiled call, the
 products by NumPy's own BLAS GEMM (``kernels/cpu_gemm_step.py``); from
 ``cpu_parallel.MIN_ROWS`` rows a batch, the same step on Numba's threads
-(``kernels/cpu_threaded_step.py``, with the policy in ``cpu_parallel.py``)."""
+(``kernels/cpu_threaded_step.py``, with the policy in ``cpu_parallel.py``).
+During a fit each step's thread count is measured, not assumed
+(``kernels/cpu_threads.py``): one thread where the cores are shared."""
 
+import contextlib
 import functools
+import time
 
 from fastmlp.engines import cpu_step
 from fastmlp.engines.cpu_step import CpuStepEngine
@@ -26,18 +30,69 @@ class GemmStepEngine(CpuStepEngine):
         super().__init__(net, bufs, case)
         from fastmlp.kernels import cpu_gemm_step as k
         from fastmlp.kernels import cpu_parallel, cpu_threaded_step
-        self._step = functools.partial(k.gemm_step, cpu_step.blas_gemm())
+        self._serial = functools.partial(k.gemm_step, cpu_step.blas_gemm())
         self._threaded = cpu_parallel.threaded(case.batch_size)
-        if self._threaded:
-            self._step = _threaded(self._step, functools.partial(
-                cpu_threaded_step.threaded_step, cpu_step.blas_gemm()))
+        self._parallel = (functools.partial(cpu_threaded_step.threaded_step,
+                                            cpu_step.blas_gemm()) if self._threaded else None)
+        self._tuner = None                      # while a fit runs: the thread count's tuner
+        self._kept = None                       # the tuner, kept from fit to fit
+        self._step = self._run_step
         self._epoch = functools.partial(k.gemm_sgd_epoch, cpu_step.blas_gemm())
 
+    @contextlib.contextmanager
     def running(self):
-        if not self._threaded:
-            return super().running()
+        """For the fit: NumPy's OpenBLAS on one thread outside the steps (one pool
+        at a time), and each step's threads from a :class:`ThreadTuner` that
+        times the steps: the faster of one thread and all the process may use
+        (see ``kernels/cpu_threads.py``)."""
+        import numba
+
+        from fastmlp.kernels import cpu_parallel, cpu_threads
+        if cpu_parallel.blas.THREADS is None:  # no OpenBLAS to steer: as it is
+            yield
+            return
+        get, _ = cpu_parallel.blas.THREADS
+        limit = numba.get_num_threads() if self._threaded else get()
+        work = self.case.batch_size * self.net.layout.size
+        most = cpu_threads.most_threads(limit, work)
+        measure = cpu_threads.fixed() is None
+        kept = self._kept                       # what the last fit learnt, if it still applies
+        if kept is None or (kept.most, kept.measure) != (most, measure and most > 1):
+            budget = cpu_threads.cpu_budget()
+            kept = self._kept = cpu_threads.ThreadTuner(
+                most, measure=measure, crowded=lambda n: cpu_threads.crowded(n, budget))
+        outer = self._tuner
+        with cpu_parallel.one_pool():
+            self._tuner = kept
+            try:
+                yield
+            finally:
+                self._tuner = outer
+
+    def _run_step(self, *args):
+        """One step on the threads the tuner chooses (outside a fit: as set)."""
         from fastmlp.kernels import cpu_parallel
-        return cpu_parallel.one_pool()
+        tuner = self._tuner
+        if tuner is None:                       # a step called outside fit()
+            if self._threaded and cpu_parallel.usable():
+                import numba
+                with cpu_parallel.launching(), cpu_parallel.one_pool():
+                    return self._parallel(*args, numba.get_num_threads())
+            return self._serial(*args)
+        threads = tuner.next()
+        if cpu_parallel.busy():                 # another fit's steps share the cores
+            threads = 1
+        t = time.perf_counter()
+        if threads == 1:
+            out = self._serial(*args)
+        elif self._threaded and cpu_parallel.usable():
+            with cpu_parallel.launching():
+                out = self._parallel(*args, threads)
+        else:
+            with cpu_parallel.blas_threads(threads):
+                out = self._serial(*args)
+        tuner.record(time.perf_counter() - t, args[0].shape[0])
+        return out
 
     def _scratch_size(self, n):
         if not self._threaded:
@@ -45,18 +100,3 @@ class GemmStepEngine(CpuStepEngine):
         from fastmlp.kernels import cpu_threaded_step
         # room for either step: a forked child falls back to the serial one
         return max(super()._scratch_size(n), cpu_threaded_step.threaded_layout(self._sizes, n)[-1])
-
-
-def _threaded(serial, threaded):
-    """``threaded``, or ``serial`` where threads cannot run (see
-    ``cpu_parallel.usable``), checked per call."""
-    import numba
-
-    from fastmlp.kernels import cpu_parallel
-
-    def step(*args):
-        if not cpu_parallel.usable():
-            return serial(*args)
-        with cpu_parallel.launching(), cpu_parallel.one_pool():
-            return threaded(*args, numba.get_num_threads())
-    return step
