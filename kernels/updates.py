@@ -47,11 +47,21 @@ def _sgd(xp, p, g, v, lr, momentum, nesterov, weight_decay):
     p -= lr * g
 
 
+#: float32's smallest normal number: the CPU loops flush decaying state below it to zero.
+#: A parameter whose gradient is 0 (an MNIST border pixel's weights, a dead ReLU's) sees its
+#: momentum decay by beta each step into subnormal numbers, where each multiply costs ~100x
+#: on x86: Adam's update took 255 us a step instead of 107 us late in an MNIST epoch. Such
+#: state moves no parameter (lr * 1e-38 / eps is below float32's resolution of any weight).
+FLUSH = 1.1754943508222875e-38
+
+
 def _sgd_cpu(p, g, v, lr, momentum, nesterov, weight_decay, has_v):
+    flush = p.dtype.type(FLUSH)
     for i in range(p.size):
         gi = g[i] + weight_decay * p[i]
         if has_v:
             vi = momentum * v[i] + gi
+            vi = vi * (abs(vi) >= flush)    # see FLUSH
             v[i] = vi
             gi = gi + momentum * vi if nesterov else vi
         p[i] -= lr * gi
@@ -94,6 +104,7 @@ def _adam_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, b
     step = lr / bc1
     inv_bc2 = one / bc2
     decay = one - lr * weight_decay
+    flush = p.dtype.type(FLUSH)
     for i in range(p.size):
         gi = g[i]
         if decoupled:
@@ -102,6 +113,8 @@ def _adam_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, b
             gi += weight_decay * p[i]
         mi = beta1 * m[i] + (one - beta1) * gi
         vi = beta2 * v[i] + (one - beta2) * gi * gi
+        mi = mi * (abs(mi) >= flush)        # see FLUSH; a product, not a branch: it vectorizes
+        vi = vi * (vi >= flush)
         m[i] = mi
         v[i] = vi
         p[i] -= step * mi / (math.sqrt(vi * inv_bc2) + eps)
