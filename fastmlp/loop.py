@@ -14,8 +14,10 @@ Each epoch's body is written once, over a batch source:
 - :class:`InMemory`: rows on the device, shuffled by one permutation per
   epoch and gathered batch by batch into buffers made once;
 - :class:`WholeEpoch`: the same, but the epoch is first offered to the
-  engine in one call (``engine.train_epoch``: plain SGD at batch size 1 on
-  the CPU), falling back to batches where the engine has no such call;
+  engine in one call (``engine.train_epoch``: on the CPU plain SGD at
+  batch size 1, and ``cpu-gemm``'s batches where its steps take one
+  thread; the ``warp`` engine's epoch graph), falling back to batches where
+  the engine has no such call;
 - :class:`Streamed`: inputs read from disk in chunks, one chunk ahead on a
   background thread (see :mod:`fastmlp.stream`).
 

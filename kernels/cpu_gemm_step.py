@@ -25,6 +25,7 @@ from .cpu_math import (
     scratch_layout,
     softmax_xent,
 )
+from .cpu_ops import _adam, _sgd
 
 #: (sgemm, dgemm) addresses of NumPy's CBLAS; empty where NumPy bundles none
 GEMM_ADDRESSES = np.array(GEMM or (), np.int64)
@@ -121,4 +122,59 @@ def gemm_sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, w_at, b_at, has
                             b_at, has_bias, code, loss_scale, work, sgd_lr)
         total += loss
         hits += h
+    return total, hits
+
+
+#: the updates :func:`gemm_epoch` runs between steps
+EPOCH_SGD, EPOCH_SGD_STATE, EPOCH_ADAM = 0, 1, 2
+
+
+@jit(nogil=True)
+def _gather(x, y, ids, order, lo, hi, xb, yb, idsb):
+    """Rows ``order[lo:hi]`` (``lo:hi`` when ``order`` is empty) of x, y and ids
+    into the batch buffers' first rows."""
+    for r in range(hi - lo):
+        s = order[lo + r] if order.size > 0 else lo + r
+        xb[r, :] = x[s, :]
+        yb[r, :] = y[s, :]
+        if ids.size > 0:
+            idsb[r] = ids[s]
+
+
+@jit(nogil=True)
+def gemm_epoch(gemm, x, y, ids, order, batch, params, grads, sizes, w_at, b_at, has_bias, code,
+               scale_full, scale_last, work, xb, yb, idsb, kind, hyper, flags, m, v, t0):
+    """Every batch of ``batch`` rows of ``x`` (in ``order``; row order when it is
+    empty) through :func:`gemm_step` and the optimizer's update, in one call:
+    ``(loss sum, hits)``. ``kind``: :data:`EPOCH_SGD` (plain SGD, folded into
+    the step at ``hyper[0]``), :data:`EPOCH_SGD_STATE` (``hyper`` = lr,
+    momentum, weight decay; ``flags`` = nesterov, has velocity ``m``) or
+    :data:`EPOCH_ADAM` (``hyper`` = lr, beta1, beta2, eps, weight decay;
+    ``flags[0]`` decoupled; state ``m``, ``v``; step ``t0`` + 1 first). The
+    updates cast their hyperparameters and bias corrections as the op table's
+    do for one step (``cpu_ops.py``), so the result is the step loop's."""
+    n = x.shape[0]
+    cast = params.dtype.type
+    total, hits = 0.0, 0.0
+    t = t0
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
+        rows = hi - lo
+        _gather(x, y, ids, order, lo, hi, xb, yb, idsb)
+        ids_b = idsb[:rows] if ids.size > 0 else ids
+        scale = scale_full if rows == batch else scale_last
+        fold = hyper[0] if kind == EPOCH_SGD else 0.0
+        loss, h = gemm_step(gemm, xb[:rows], yb[:rows], ids_b, xb[0, :0], params, grads, sizes,
+                            w_at, b_at, has_bias, code, scale, work, fold)
+        total += loss
+        hits += h
+        t += 1
+        if kind == EPOCH_SGD_STATE:
+            _sgd(params, grads, m, cast(hyper[0]), cast(hyper[1]), flags[0] != 0,
+                 cast(hyper[2]), flags[1] != 0)
+        elif kind == EPOCH_ADAM:
+            ft = np.float64(t)
+            _adam(params, grads, m, v, cast(hyper[0]), cast(hyper[1]), cast(hyper[2]),
+                  cast(hyper[3]), cast(hyper[4]), flags[0] != 0, cast(1.0 - hyper[1] ** ft),
+                  cast(1.0 - hyper[2] ** ft))
     return total, hits

@@ -9,6 +9,8 @@ import contextlib
 import functools
 import time
 
+import numpy as np
+
 from fastmlp.engines import cpu_step
 from fastmlp.engines.cpu_step import CpuStepEngine
 
@@ -93,6 +95,71 @@ class GemmStepEngine(CpuStepEngine):
                 out = self._serial(*args)
         tuner.record(time.perf_counter() - t, args[0].shape[0])
         return out
+
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+        """Batch size 1: plain SGD's per-sample epoch (``CpuStepEngine``). Larger
+        batches on one thread: every batch, step and update (plain SGD, SGD
+        with momentum or decay, Adam, AdamW) in one compiled call
+        (``gemm_epoch``), the way ``lax.scan`` runs an epoch. None, and the
+        loop goes batch by batch, for weights, compact inputs, other
+        optimizers, and steps that take more threads."""
+        if self.case.batch_size == 1:
+            return super().train_epoch(x, y, targets, order, optimizer, weights)
+        plan = self._epoch_plan(optimizer)
+        tuner = self._tuner
+        if (plan is None or weights is not None or x.dtype != self.net.dtype or self._threaded
+                or tuner is None or tuner.most != 1 or not optimizer.is_for([self.bufs.params])):
+            return None
+        from fastmlp.kernels import cpu_gemm_step as k
+        net, bs = self.net, self.case.batch_size
+        n = x.shape[0]
+        last = n - (n - 1) // bs * bs
+        scale_full, scale_last = (float(net.loss_scale(r)) for r in (bs, last))
+        xb, yb, idsb = self._batch_buffers(x.shape[1], y.shape[1])
+        kind, hyper, flags, m, v = plan
+        ids = cpu_step._NO_IDS if targets is None else targets
+        order = cpu_step._NO_IDS if order is None else order.astype(np.int64, copy=False)
+        args = (cpu_step.blas_gemm(), np.ascontiguousarray(x), np.ascontiguousarray(y), ids,
+                order, bs, self.bufs.params, self.bufs.grads, self._sizes, self._w_at,
+                self._b_at, net.bias, self._code, scale_full, scale_last, self._scratch(bs),
+                xb, yb, idsb, kind, hyper, flags, m, v, optimizer.t)
+        steps = (n + bs - 1) // bs
+        total, hits = optimizer.step(self._updated, None, run=k.gemm_epoch, args=args,
+                                     steps=steps)
+        return total, (hits if targets is not None else None)
+
+    def _epoch_plan(self, optimizer):
+        """``(kind, hyper, flags, m, v)`` of ``gemm_epoch`` for ``optimizer``, or None."""
+        from fastmlp.kernels import cpu_gemm_step as k
+        form, state = optimizer.form, optimizer.state
+        if state is None or len(state) != 1:
+            return None
+        st, none = state[0], np.empty(0, self.net.dtype)
+        if form.kind == "sgd":
+            momentum, decay = form.get("momentum") or 0.0, form.get("weight_decay") or 0.0
+            if not momentum and not decay:
+                return (k.EPOCH_SGD, np.array([form.lr], np.float64), np.zeros(2, np.int64),
+                        none, none)
+            velocity = st.get("velocity")
+            return (k.EPOCH_SGD_STATE, np.array([form.lr, momentum, decay], np.float64),
+                    np.array([bool(form.get("nesterov")), velocity is not None], np.int64),
+                    self.bufs.params if velocity is None else velocity, none)
+        if form.kind in ("adam", "adamw"):
+            b1, b2 = form.get("betas")
+            return (k.EPOCH_ADAM,
+                    np.array([form.lr, b1, b2, form.get("eps"), form.get("weight_decay") or 0.0],
+                             np.float64),
+                    np.array([form.kind == "adamw", 0], np.int64), st["m"], st["v"])
+        return None
+
+    def _batch_buffers(self, width, k):
+        """The epoch call's gather buffers (kept while their shapes hold)."""
+        bs, dt = self.case.batch_size, self.net.dtype
+        bufs = getattr(self, "_gathered", None)
+        if bufs is None or bufs[0].shape != (bs, width) or bufs[1].shape != (bs, k):
+            bufs = self._gathered = (np.empty((bs, width), dt), np.empty((bs, k), dt),
+                                     np.empty(bs, np.int64))
+        return bufs
 
     def _scratch_size(self, n):
         if not self._threaded:
