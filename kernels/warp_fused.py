@@ -271,6 +271,10 @@ def _build(sizes, w_at, b_at, code, loss, head_kind, dtype, floor, weighted, tf3
 
     add0, nxt = adders[h0], after
 
+    # the first layer's bias, rest of the network and bias gradient below repeat what
+    # layer() does: a function shared by both costs ~13 KB more shared memory a block
+    # (784-128-64-10 float32: 187,312 bytes instead of 174,384), as Warp gives each
+    # function's tiles their own space
     def step_kernel(x: wp.array2d(dtype=dtype), y: wp.array2d(dtype=dtype),
                     w: wp.array(dtype=dtype), params: wp.array(dtype=dtype),
                     grads: wp.array(dtype=dtype), pp: wp.uint64, gp: wp.uint64,
@@ -354,12 +358,16 @@ def launch_args(kernel, x, y, w, params, grads, scales, acc):
                                 wp.uint64(grads.ptr), scales, acc], THREADS)
 
 
+def block_limit(device):
+    """The most shared memory a block may have on ``device`` (bytes), or None
+    where there is no such limit (Warp's CPU device reports 0)."""
+    wp.init()
+    return wp.get_device(device).max_shared_memory_per_block or None
+
+
 def shared_bytes(kernel, device):
-    """The shared memory one block of ``kernel`` needs on ``device`` (bytes,
-    as Warp counts it when it builds the module, which it does here), and
-    the most a block may have there (None on the CPU: no such limit)."""
+    """The shared memory one block of ``kernel`` needs (bytes, as Warp counts it
+    when it builds the module for ``device``, which it does here)."""
     wp.init()
     kernel.module.load(device)
-    need = kernel.adj.get_total_required_shared()
-    # Warp's CPU device reports 0: no limit there
-    return need, wp.get_device(device).max_shared_memory_per_block or None
+    return kernel.adj.get_total_required_shared()

@@ -51,3 +51,19 @@ def blobs():
     y = np.repeat(np.arange(3), 30)
     x = centers[y] + rng.normal(0, 0.5, (90, 4))
     return x.astype(np.float32), y
+
+
+
+@pytest.fixture
+def uint8_on_disk(tmp_path):
+    """A function of ``rows``: ``(memmap, array, labels)``, that many random uint8
+    rows of 20 columns written to a file and mapped back read-only, and 0/1
+    labels from them."""
+    def make(rows):
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (rows, 20), dtype=np.uint8)
+        y = (x[:, :3].astype(int).sum(axis=1) > 380).astype(int)
+        path = tmp_path / "x.u8"
+        x.tofile(path)
+        return np.memmap(path, dtype=np.uint8, mode="r", shape=x.shape), x, y
+    return make

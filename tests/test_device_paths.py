@@ -16,13 +16,8 @@ def _host(model, a):
 
 
 @pytest.fixture
-def images(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (600, 20), dtype=np.uint8)
-    y = (x[:, :3].astype(int).sum(axis=1) > 380).astype(int)
-    path = tmp_path / "x.u8"
-    x.tofile(path)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=x.shape), x, y
+def images(uint8_on_disk):
+    return uint8_on_disk(600)
 
 
 def _fit_both(device, fit, **model_kw):

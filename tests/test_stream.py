@@ -12,13 +12,8 @@ from fastmlp import stream
 
 
 @pytest.fixture
-def on_disk(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (3000, 20), dtype=np.uint8)
-    y = (x[:, :3].astype(int).sum(axis=1) > 380).astype(int)
-    path = tmp_path / "x.u8"
-    x.tofile(path)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=x.shape), x, y
+def on_disk(uint8_on_disk):
+    return uint8_on_disk(3000)
 
 
 @pytest.fixture

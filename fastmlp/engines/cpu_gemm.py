@@ -32,12 +32,14 @@ class GemmStepEngine(CpuStepEngine):
         super().__init__(net, bufs, case)
         from fastmlp.kernels import cpu_gemm_step as k
         from fastmlp.kernels import cpu_parallel, cpu_threaded_step
+        self._par = cpu_parallel               # kept: the step reads it on every call
         self._serial = functools.partial(k.gemm_step, cpu_step.blas_gemm())
         self._threaded = cpu_parallel.threaded(case.batch_size)
         self._parallel = (functools.partial(cpu_threaded_step.threaded_step,
                                             cpu_step.blas_gemm()) if self._threaded else None)
         self._tuner = None                      # while a fit runs: the thread count's tuner
         self._kept = None                       # the tuner, kept from fit to fit
+        self._gathered = None                   # the one-call epoch's gather buffers
         self._step = self._run_step
         self._epoch = functools.partial(k.gemm_sgd_epoch, cpu_step.blas_gemm())
 
@@ -57,9 +59,9 @@ class GemmStepEngine(CpuStepEngine):
         limit = numba.get_num_threads() if self._threaded else get()
         work = self.case.batch_size * self.net.layout.size
         most = cpu_threads.most_threads(limit, work)
-        measure = cpu_threads.fixed() is None
+        measure = cpu_threads.fixed() is None and most > 1
         kept = self._kept                       # what the last fit learnt, if it still applies
-        if kept is None or (kept.most, kept.measure) != (most, measure and most > 1):
+        if kept is None or (kept.most, kept.measure) != (most, measure):
             budget = cpu_threads.cpu_budget()
             kept = self._kept = cpu_threads.ThreadTuner(
                 most, measure=measure, crowded=lambda n: cpu_threads.crowded(n, budget))
@@ -73,13 +75,12 @@ class GemmStepEngine(CpuStepEngine):
 
     def _run_step(self, *args):
         """One step on the threads the tuner chooses (outside a fit: as set)."""
-        from fastmlp.kernels import cpu_parallel
+        cpu_parallel = self._par
         tuner = self._tuner
         if tuner is None:                       # a step called outside fit()
             if self._threaded and cpu_parallel.usable():
-                import numba
                 with cpu_parallel.launching(), cpu_parallel.one_pool():
-                    return self._parallel(*args, numba.get_num_threads())
+                    return self._parallel(*args, cpu_parallel.numba.get_num_threads())
             return self._serial(*args)
         threads = tuner.next()
         if cpu_parallel.busy():                 # another fit's steps share the cores
@@ -155,7 +156,7 @@ class GemmStepEngine(CpuStepEngine):
     def _batch_buffers(self, width, k):
         """The epoch call's gather buffers (kept while their shapes hold)."""
         bs, dt = self.case.batch_size, self.net.dtype
-        bufs = getattr(self, "_gathered", None)
+        bufs = self._gathered
         if bufs is None or bufs[0].shape != (bs, width) or bufs[1].shape != (bs, k):
             bufs = self._gathered = (np.empty((bs, width), dt), np.empty((bs, k), dt),
                                      np.empty(bs, np.int64))

@@ -81,10 +81,11 @@ class WarpEngine(Engine):
         if self.case.train and any(net.dropout):
             return "dropout masks are drawn layer by layer"
         why = self._fusedk.declines(net.sizes, net.dtype.itemsize)
-        if why is None:
-            need, most = self._fusedk.shared_bytes(self._fused(False),
-                                                    self._ops._Launch(self.bufs.params).device)
-            if most is not None and need > most:
+        device = self._ops._Launch(self.bufs.params).device
+        most = self._fusedk.block_limit(device)
+        if why is None and most is not None:     # a GPU: build it now, to read what it needs
+            need = self._fusedk.shared_bytes(self._fused(False), device)
+            if need > most:
                 why = (f"its tiles need {need} bytes of shared memory a block, the GPU "
                        f"allows {most}")
         return why
