@@ -339,7 +339,7 @@ class WholeEpoch(InMemory):
 
     def whole(self, order, engine, optimizer):
         x, y, t, w = self.data
-        return engine.train_epoch(x, y, t, order, optimizer, w)
+        return engine.train_epoch(x, y, t, order, optimizer, w, self.model.input_scale)
 
 
 class Streamed(BatchSource):

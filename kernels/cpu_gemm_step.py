@@ -25,7 +25,7 @@ from .cpu_math import (
     scratch_layout,
     softmax_xent,
 )
-from .cpu_ops import _adam, _sgd
+from .cpu_ops import _adam, _scaled_sq, _sgd
 
 #: (sgemm, dgemm) addresses of NumPy's CBLAS; empty where NumPy bundles none
 GEMM_ADDRESSES = np.array(GEMM or (), np.int64)
@@ -126,33 +126,110 @@ def gemm_sgd_epoch(gemm, x, y, ids, order, params, grads, sizes, w_at, b_at, has
 
 
 #: the updates :func:`gemm_epoch` runs between steps
-EPOCH_SGD, EPOCH_SGD_STATE, EPOCH_ADAM = 0, 1, 2
+EPOCH_SGD, EPOCH_SGD_STATE, EPOCH_ADAM, EPOCH_SCALED_SQ = 0, 1, 2, 3
 
 
 @jit(nogil=True)
-def _gather(x, y, ids, order, lo, hi, xb, yb, idsb):
-    """Rows ``order[lo:hi]`` (``lo:hi`` when ``order`` is empty) of x, y and ids
-    into the batch buffers' first rows."""
+def _block_sum(a, lo, n):
+    """NumPy's pairwise sum of up to 128 elements: eight accumulators."""
+    if n < 8:
+        res = a.dtype.type(0)
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@jit(nogil=True)
+def pairwise_sum(a, lo, n):
+    """The sum of ``a[lo:lo + n]`` as NumPy's ``a.sum()`` adds it (blocks of up
+    to 128, halved at multiples of 8 above that, in ``a``'s dtype): the batch
+    loop scales a weighted batch's loss by ``1 / w.sum()``, and the one-call
+    epoch must give its model bit for bit. No fastmath: the order is the point.
+    NumPy's halving recursion runs on explicit stacks: Numba's cache breaks
+    recursive functions (numba#6061, a segfault on the second run)."""
+    if n <= 128:
+        return _block_sum(a, lo, n)
+    los, ns = np.empty(64, np.int64), np.empty(64, np.int64)
+    stage, left = np.zeros(64, np.int64), np.empty(64, a.dtype)
+    top = 0
+    los[0], ns[0] = lo, n
+    while True:
+        m = ns[top]
+        if m > 128:                              # split; the left half first
+            half = m // 2 - (m // 2) % 8
+            stage[top] = 1
+            top += 1
+            los[top], ns[top], stage[top] = los[top - 1], half, 0
+            continue
+        v = _block_sum(a, los[top], m)
+        while True:                              # hand v up to the frames it completes
+            top -= 1
+            if top < 0:
+                return v
+            if stage[top] == 1:                  # a left half: now the right one
+                left[top], stage[top] = v, 2
+                half = ns[top] // 2 - (ns[top] // 2) % 8
+                los[top + 1], ns[top + 1], stage[top + 1] = los[top] + half, ns[top] - half, 0
+                top += 1
+                break
+            v = left[top] + v
+
+
+@jit(nogil=True)
+def _gather(x, y, ids, sw, order, lo, hi, x_scale, xb, yb, idsb, swb):
+    """Rows ``order[lo:hi]`` (``lo:hi`` when ``order`` is empty) of x, y, ids
+    and sw (each of the last two where not empty) into the batch buffers'
+    first rows; x's rows multiplied by ``x_scale`` (compact integer inputs,
+    cast as ``cpu_parallel.gather_rows`` casts them; 1 for float rows)."""
     for r in range(hi - lo):
         s = order[lo + r] if order.size > 0 else lo + r
-        xb[r, :] = x[s, :]
+        for j in range(x.shape[1]):
+            xb[r, j] = x[s, j] * x_scale
         yb[r, :] = y[s, :]
         if ids.size > 0:
             idsb[r] = ids[s]
+        if sw.size > 0:
+            swb[r] = sw[s]
 
 
 @jit(nogil=True)
-def gemm_epoch(gemm, x, y, ids, order, batch, params, grads, sizes, w_at, b_at, has_bias, code,
-               scale_full, scale_last, work, xb, yb, idsb, kind, hyper, flags, m, v, t0):
+def gemm_epoch(gemm, x, y, ids, sw, order, batch, params, grads, sizes, w_at, b_at, has_bias,
+               code, x_scale, scale_full, scale_last, by_weight, work, xb, yb, idsb, swb, kind,
+               hyper, flags, m, v, t0):
     """Every batch of ``batch`` rows of ``x`` (in ``order``; row order when it is
     empty) through :func:`gemm_step` and the optimizer's update, in one call:
-    ``(loss sum, hits)``. ``kind``: :data:`EPOCH_SGD` (plain SGD, folded into
-    the step at ``hyper[0]``), :data:`EPOCH_SGD_STATE` (``hyper`` = lr,
-    momentum, weight decay; ``flags`` = nesterov, has velocity ``m``) or
-    :data:`EPOCH_ADAM` (``hyper`` = lr, beta1, beta2, eps, weight decay;
-    ``flags[0]`` decoupled; state ``m``, ``v``; step ``t0`` + 1 first). The
-    updates cast their hyperparameters and bias corrections as the op table's
-    do for one step (``cpu_ops.py``), so the result is the step loop's."""
+    ``(loss sum, hits)``. ``sw``: per-sample weights (empty: none); with
+    ``by_weight`` a batch's loss is scaled by 1 / its weights' sum, else by
+    ``scale_full`` (``scale_last`` for a last, shorter batch). ``x`` may hold
+    compact integers, multiplied by ``x_scale`` as they are gathered.
+
+    ``kind``: :data:`EPOCH_SGD` (plain SGD, folded into the step at
+    ``hyper[0]``), :data:`EPOCH_SGD_STATE` (``hyper`` = lr, momentum, weight
+    decay; ``flags`` = nesterov, has velocity ``m``), :data:`EPOCH_ADAM`
+    (``hyper`` = lr, beta1, beta2, eps, weight decay; ``flags[0]`` decoupled;
+    state ``m``, ``v``; step ``t0`` + 1 first) or :data:`EPOCH_SCALED_SQ`
+    (AdaGrad and RMSprop: ``hyper`` = lr, alpha, beta, eps, weight decay;
+    state ``m``). The updates cast their hyperparameters and bias
+    corrections as the op table's do for one step (``cpu_ops.py``), so the
+    result is the step loop's."""
     n = x.shape[0]
     cast = params.dtype.type
     total, hits = 0.0, 0.0
@@ -160,11 +237,15 @@ def gemm_epoch(gemm, x, y, ids, order, batch, params, grads, sizes, w_at, b_at, 
     for lo in range(0, n, batch):
         hi = min(n, lo + batch)
         rows = hi - lo
-        _gather(x, y, ids, order, lo, hi, xb, yb, idsb)
+        _gather(x, y, ids, sw, order, lo, hi, x_scale, xb, yb, idsb, swb)
         ids_b = idsb[:rows] if ids.size > 0 else ids
+        sw_b = swb[:rows] if sw.size > 0 else sw
         scale = scale_full if rows == batch else scale_last
+        if by_weight:
+            count = np.float64(pairwise_sum(swb, 0, rows))
+            scale = 1.0 / count if count != 0 else 0.0
         fold = hyper[0] if kind == EPOCH_SGD else 0.0
-        loss, h = gemm_step(gemm, xb[:rows], yb[:rows], ids_b, xb[0, :0], params, grads, sizes,
+        loss, h = gemm_step(gemm, xb[:rows], yb[:rows], ids_b, sw_b, params, grads, sizes,
                             w_at, b_at, has_bias, code, scale, work, fold)
         total += loss
         hits += h
@@ -177,4 +258,7 @@ def gemm_epoch(gemm, x, y, ids, order, batch, params, grads, sizes, w_at, b_at, 
             _adam(params, grads, m, v, cast(hyper[0]), cast(hyper[1]), cast(hyper[2]),
                   cast(hyper[3]), cast(hyper[4]), flags[0] != 0, cast(1.0 - hyper[1] ** ft),
                   cast(1.0 - hyper[2] ** ft))
+        elif kind == EPOCH_SCALED_SQ:
+            _scaled_sq(params, grads, m, cast(hyper[0]), cast(hyper[1]), cast(hyper[2]),
+                       cast(hyper[3]), cast(hyper[4]))
     return total, hits

@@ -24,6 +24,7 @@ _NO_IDS = np.empty(0, np.int64)
 _NO_W = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0)}
 _sgd = jit()(updates.SGD.cpu)
 _adam = jit()(updates.ADAM.cpu)
+_scaled_sq = jit()(updates.RMSPROP.cpu)
 
 
 class CpuOps(ReferenceOps):
@@ -96,6 +97,20 @@ class CpuOps(ReferenceOps):
         cast = p.dtype.type
         _sgd(p, g, p if v is None else v, cast(lr), cast(momentum), nesterov, cast(weight_decay),
              v is not None)
+
+    def adagrad(self, p, g, s, lr, eps, weight_decay):
+        flat = _flat(p, g, s)
+        if flat is None:
+            return super().adagrad(p, g, s, lr, eps, weight_decay)
+        cast = p.dtype.type
+        _scaled_sq(*flat, cast(lr), cast(1), cast(1), cast(eps), cast(weight_decay))
+
+    def rmsprop(self, p, g, s, lr, alpha, eps, weight_decay):
+        flat = _flat(p, g, s)
+        if flat is None:
+            return super().rmsprop(p, g, s, lr, alpha, eps, weight_decay)
+        cast = p.dtype.type
+        _scaled_sq(*flat, cast(lr), cast(alpha), cast(1 - alpha), cast(eps), cast(weight_decay))
 
     def adam(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
         flat = _flat(p, g, m, v)

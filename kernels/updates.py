@@ -84,6 +84,17 @@ def _rmsprop(xp, p, g, s, lr, alpha, eps, weight_decay):
     p -= lr * g / (xp.sqrt(s) + eps)
 
 
+def _scaled_sq_cpu(p, g, s, lr, alpha, beta, eps, weight_decay):
+    # AdaGrad (alpha = beta = 1) and RMSprop (beta = 1 - alpha), as the device kernel
+    flush = p.dtype.type(FLUSH)
+    for i in range(p.size):
+        gi = g[i] + weight_decay * p[i]
+        si = alpha * s[i] + beta * gi * gi
+        si = si * (si >= flush)             # see FLUSH: RMSprop's mean decays by alpha
+        s[i] = si
+        p[i] -= lr * gi / (math.sqrt(si) + eps)
+
+
 def _adam(xp, p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t):
     """Adam (L2 decay) or AdamW (``decoupled`` decay) at step ``t`` >= 1."""
     if weight_decay and decoupled:
@@ -121,8 +132,8 @@ def _adam_cpu(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, bc1, b
 
 
 SGD = Update("sgd", ("velocity",), _sgd, cpu=_sgd_cpu, device="sgd")
-ADAGRAD = Update("adagrad", ("sum_sq",), _adagrad, device="scaled_sq")
-RMSPROP = Update("rmsprop", ("mean_sq",), _rmsprop, device="scaled_sq")
+ADAGRAD = Update("adagrad", ("sum_sq",), _adagrad, cpu=_scaled_sq_cpu, device="scaled_sq")
+RMSPROP = Update("rmsprop", ("mean_sq",), _rmsprop, cpu=_scaled_sq_cpu, device="scaled_sq")
 ADAM = Update("adam", ("m", "v"), _adam, cpu=_adam_cpu, device="adam")
 
 #: every update by name

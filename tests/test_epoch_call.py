@@ -16,6 +16,8 @@ OPTIMIZERS = {
     "sgd-decay": lambda: fm.optim.SGD(lr=0.05, weight_decay=1e-3),
     "adam": lambda: fm.optim.Adam(lr=1e-3, weight_decay=1e-4),
     "adamw": lambda: fm.optim.AdamW(lr=1e-3, weight_decay=0.1),
+    "adagrad": lambda: fm.optim.AdaGrad(lr=0.05, weight_decay=1e-3),
+    "rmsprop": lambda: fm.optim.RMSprop(lr=1e-3, alpha=0.9),
 }
 
 
@@ -30,29 +32,34 @@ def calls(monkeypatch):
     real = cpu_gemm_step.gemm_epoch
 
     def counted(*args):
-        seen.append(args[5])                      # the batch size
+        seen.append(args[6])                      # the batch size
         return real(*args)
     monkeypatch.setattr(cpu_gemm_step, "gemm_epoch", counted)
     return seen
 
 
-def _fit(optimizer, dtype="float32", hook=False, **fit):
+def _fit(optimizer, dtype="float32", hook=False, compact=False, weights=False, shuffle=True,
+         reduction="mean"):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, 40)).astype(dtype)
+    if compact:                                   # integer rows, scaled as they are gathered
+        x = rng.integers(0, 256, (1000, 40), dtype=np.uint8)
     y = rng.integers(0, 5, 1000)
-    m = fm.MLP([40, 32, 16, 5], device="cpu", seed=0, dtype=dtype)
+    m = fm.MLP([40, 32, 16, 5], device="cpu", seed=0, dtype=dtype, reduction=reduction,
+               input_scale=1 / 255 if compact else 1.0)
     opt = OPTIMIZERS[optimizer]()
+    w = rng.uniform(0, 2, 1000) if weights else None
+    if weights:
+        w[:48] = 0                                # a first batch with no weight at all
     h = m.fit(x, y, epochs=3, batch_size=48, optimizer=opt, callbacks=[_Hook()] if hook else [],
-              **fit)
+              sample_weight=w, shuffle=shuffle)
     return m, h, opt
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_the_epoch_call_gives_the_batch_loops_model_bit_for_bit(optimizer, dtype, calls):
-    one, h1, o1 = _fit(optimizer, dtype)
+def _same(case, calls, **kw):
+    one, h1, o1 = _fit(*case, **kw)
     assert calls == [48, 48, 48]                   # 1000 rows: 20 batches of 48 and one of 40
-    loop, h2, o2 = _fit(optimizer, dtype, hook=True)
+    loop, h2, o2 = _fit(*case, hook=True, **kw)
     assert len(calls) == 3
     np.testing.assert_array_equal(one.params, loop.params)
     assert h1.history["train_loss"] == h2.history["train_loss"]
@@ -60,13 +67,32 @@ def test_the_epoch_call_gives_the_batch_loops_model_bit_for_bit(optimizer, dtype
     assert o1.t == o2.t == 3 * 21
 
 
-def test_sample_weights_and_other_optimizers_take_the_batch_loop(calls):
-    rng = np.random.default_rng(1)
-    x, y = rng.standard_normal((200, 10)).astype(np.float32), rng.integers(0, 3, 200)
-    m = fm.MLP([10, 8, 3], device="cpu", seed=0)
-    m.fit(x, y, epochs=1, batch_size=16, sample_weight=np.linspace(0.5, 1.5, 200))
-    m.fit(x, y, epochs=1, batch_size=16, optimizer="rmsprop")
-    assert calls == []
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_the_epoch_call_gives_the_batch_loops_model_bit_for_bit(optimizer, dtype, calls):
+    _same((optimizer, dtype), calls)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sample_weights_and_compact_inputs_in_the_epoch_call(dtype, shuffle, reduction, calls):
+    _same(("adam", dtype), calls, weights=True, compact=True, shuffle=shuffle,
+          reduction=reduction)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+def test_weighted_epoch_calls_per_optimizer(optimizer, calls):
+    _same((optimizer,), calls, weights=True)
+
+
+@pytest.mark.parametrize("n", list(range(0, 140)) + [255, 256, 257, 1000, 4099])
+def test_the_pairwise_sum_is_numpys(n):
+    rng = np.random.default_rng(n)
+    for dtype in (np.float32, np.float64):
+        a = (rng.random(n + 3) * 10.0 ** rng.integers(-4, 5, n + 3)).astype(dtype)
+        got = cpu_gemm_step.pairwise_sum(a, 3, n)
+        assert got == a[3:].sum()              # bit for bit (a float32 sum is exact in a float)
 
 
 def test_steps_that_take_more_threads_take_the_batch_loop(calls, monkeypatch):

@@ -101,10 +101,11 @@ class Engine(ABC):
         optimizer.step([self.bufs.params], [self.bufs.grads])
         return loss, hits
 
-    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None, x_scale=1.0):
         """Every row of ``x`` in the order of the index array ``order`` (row
         order when None), in batches of ``case.batch_size``, in one call:
         ``(loss, hits)``; None where this engine has no such call for
         ``optimizer`` or ``weights`` (the caller then loops over
-        :meth:`train_step`)."""
+        :meth:`train_step`). Compact (integer) rows of ``x`` are cast to the
+        model's dtype and multiplied by ``x_scale`` as they are read."""
         return None

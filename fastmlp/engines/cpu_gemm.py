@@ -97,33 +97,38 @@ class GemmStepEngine(CpuStepEngine):
         tuner.record(time.perf_counter() - t, args[0].shape[0])
         return out
 
-    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None, x_scale=1.0):
         """Batch size 1: plain SGD's per-sample epoch (``CpuStepEngine``). Larger
-        batches on one thread: every batch, step and update (plain SGD, SGD
-        with momentum or decay, Adam, AdamW) in one compiled call
+        batches on one thread: every batch's gather (compact inputs cast and
+        scaled, sample weights), step and update (SGD with or without momentum
+        and decay, Adam, AdamW, AdaGrad, RMSprop) in one compiled call
         (``gemm_epoch``), the way ``lax.scan`` runs an epoch. None, and the
-        loop goes batch by batch, for weights, compact inputs, other
-        optimizers, and steps that take more threads."""
+        loop goes batch by batch, for steps that take more threads (there a
+        step's own time dwarfs the loop's) and optimizers without a plan."""
         if self.case.batch_size == 1:
             return super().train_epoch(x, y, targets, order, optimizer, weights)
         plan = self._epoch_plan(optimizer)
         tuner = self._tuner
-        if (plan is None or weights is not None or x.dtype != self.net.dtype or self._threaded
-                or tuner is None or tuner.most != 1 or not optimizer.is_for([self.bufs.params])):
+        if (plan is None or self._threaded or tuner is None or tuner.most != 1
+                or not optimizer.is_for([self.bufs.params])):
             return None
         from fastmlp.kernels import cpu_gemm_step as k
         net, bs = self.net, self.case.batch_size
         n = x.shape[0]
         last = n - (n - 1) // bs * bs
         scale_full, scale_last = (float(net.loss_scale(r)) for r in (bs, last))
-        xb, yb, idsb = self._batch_buffers(x.shape[1], y.shape[1])
+        by_weight = weights is not None and net.reduction == "mean"   # 1 / each batch's sum
+        sw = cpu_step._NO_W[net.dtype] if weights is None else np.ascontiguousarray(weights)
+        xb, yb, idsb, swb = self._batch_buffers(x.shape[1], y.shape[1], sw.dtype)
         kind, hyper, flags, m, v = plan
         ids = cpu_step._NO_IDS if targets is None else targets
         order = cpu_step._NO_IDS if order is None else order.astype(np.int64, copy=False)
-        args = (cpu_step.blas_gemm(), np.ascontiguousarray(x), np.ascontiguousarray(y), ids,
+        # compact rows are scaled in the model's dtype, as the batch loop's gather does
+        x_scale = net.dtype.type(x_scale if x.dtype != net.dtype else 1.0)
+        args = (cpu_step.blas_gemm(), np.ascontiguousarray(x), np.ascontiguousarray(y), ids, sw,
                 order, bs, self.bufs.params, self.bufs.grads, self._sizes, self._w_at,
-                self._b_at, net.bias, self._code, scale_full, scale_last, self._scratch(bs),
-                xb, yb, idsb, kind, hyper, flags, m, v, optimizer.t)
+                self._b_at, net.bias, self._code, x_scale, scale_full, scale_last, by_weight,
+                self._scratch(bs), xb, yb, idsb, swb, kind, hyper, flags, m, v, optimizer.t)
         steps = (n + bs - 1) // bs
         total, hits = optimizer.step(self._updated, None, run=k.gemm_epoch, args=args,
                                      steps=steps)
@@ -136,8 +141,9 @@ class GemmStepEngine(CpuStepEngine):
         if state is None or len(state) != 1:
             return None
         st, none = state[0], np.empty(0, self.net.dtype)
+        decay = form.get("weight_decay") or 0.0
         if form.kind == "sgd":
-            momentum, decay = form.get("momentum") or 0.0, form.get("weight_decay") or 0.0
+            momentum = form.get("momentum") or 0.0
             if not momentum and not decay:
                 return (k.EPOCH_SGD, np.array([form.lr], np.float64), np.zeros(2, np.int64),
                         none, none)
@@ -147,19 +153,25 @@ class GemmStepEngine(CpuStepEngine):
                     self.bufs.params if velocity is None else velocity, none)
         if form.kind in ("adam", "adamw"):
             b1, b2 = form.get("betas")
-            return (k.EPOCH_ADAM,
-                    np.array([form.lr, b1, b2, form.get("eps"), form.get("weight_decay") or 0.0],
-                             np.float64),
+            return (k.EPOCH_ADAM, np.array([form.lr, b1, b2, form.get("eps"), decay], np.float64),
                     np.array([form.kind == "adamw", 0], np.int64), st["m"], st["v"])
+        if form.kind in ("adagrad", "rmsprop"):      # s = alpha s + beta g^2, as CpuOps casts
+            alpha = form.get("alpha") if form.kind == "rmsprop" else 1.0
+            beta = 1 - alpha if form.kind == "rmsprop" else 1.0
+            s = st["mean_sq" if form.kind == "rmsprop" else "sum_sq"]
+            return (k.EPOCH_SCALED_SQ,
+                    np.array([form.lr, alpha, beta, form.get("eps"), decay], np.float64),
+                    np.zeros(2, np.int64), s, none)
         return None
 
-    def _batch_buffers(self, width, k):
+    def _batch_buffers(self, width, k, w_dtype):
         """The epoch call's gather buffers (kept while their shapes hold)."""
         bs, dt = self.case.batch_size, self.net.dtype
         bufs = self._gathered
-        if bufs is None or bufs[0].shape != (bs, width) or bufs[1].shape != (bs, k):
+        if (bufs is None or bufs[0].shape != (bs, width) or bufs[1].shape != (bs, k)
+                or bufs[3].dtype != w_dtype):
             bufs = self._gathered = (np.empty((bs, width), dt), np.empty((bs, k), dt),
-                                     np.empty(bs, np.int64))
+                                     np.empty(bs, np.int64), np.empty(bs, w_dtype))
         return bufs
 
     def _scratch_size(self, n):

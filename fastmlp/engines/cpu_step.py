@@ -103,7 +103,7 @@ class CpuStepEngine(Engine):
                                      args=self._args(x, y, targets, weights, lr))
         return total, (hits if targets is not None else None)
 
-    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None, x_scale=1.0):
         lr = self._folded_lr(optimizer.form)
         # with weights, a mean over one sample divides by that sample's weight: the step loop
         if lr is None or self.case.batch_size != 1 or weights is not None \

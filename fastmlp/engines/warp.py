@@ -302,7 +302,7 @@ class WarpEngine(Engine):
                                     args=(entry, x, y, weights, hyper))
         return loss, (hits if targets is not None else None)
 
-    def train_epoch(self, x, y, targets, order, optimizer, weights=None):
+    def train_epoch(self, x, y, targets, order, optimizer, weights=None, x_scale=1.0):
         """The whole epoch as one graph replay; None for compact inputs (the
         batches cast them) and updates the graph does not run."""
         if not self._updates_here(optimizer) or x.dtype != self.net.dtype:
