@@ -19,7 +19,9 @@ Each epoch's body is written once, over a batch source:
   thread; the ``warp`` engine's epoch graph), falling back to batches where
   the engine has no such call;
 - :class:`Streamed`: inputs read from disk in chunks, one chunk ahead on a
-  background thread (see :mod:`fastmlp.stream`).
+  background thread (see :mod:`fastmlp.stream`); without batch hooks each
+  chunk is offered to the engine in one call where the engine takes
+  chunks (``engine.chunk_epochs``).
 
 Losses and hit counts stay on the device as 0-d arrays and are read back
 once per epoch, so a GPU is never made to wait per step. Batch hooks
@@ -212,6 +214,9 @@ class EpochLoop:
         if done is not None:
             self._report.advance(source.batches_per_epoch)
             return done + (self._count,)
+        if isinstance(source, Streamed) and engine.chunk_epochs and not (self._begins
+                                                                         or self._ends):
+            return self._train_chunks(order)
         begins, ends, advance = self._begins, self._ends, self._report.advance
         total, hits, last = 0, 0, source.batches_per_epoch - 1
         for i, (x, y, t, w) in enumerate(source.batches(order)):
@@ -231,6 +236,33 @@ class EpochLoop:
                     cb.on_train_batch_end(i, logs)
             if self.stop_training and i < last:
                 return total, hits, source.count(order, i + 1)
+        return total, hits, self._count
+
+
+    def _train_chunks(self, order):
+        """:meth:`_train` for streamed rows without batch hooks: each chunk in
+        one engine call (a chunk holds whole batches), batch by batch where
+        the engine declines it."""
+        source, engine, opt, model = self.source, self.engine, self.optimizer, self.model
+        advance, bs = self._report.advance, self.batch_size
+        total, hits = 0, 0
+        for arrays, perm in source.chunks(order):
+            rows = arrays[0].shape[0]
+            done = engine.train_epoch(*arrays[:3], perm, opt, arrays[3], model.input_scale)
+            if done is not None:
+                arrays = None                    # see Streamed.chunks()
+                advance(math.ceil(rows / bs))
+                total = total + done[0]
+                if done[1] is not None:
+                    hits = hits + done[1]
+                continue
+            for xb, yb, tb, wb in source._split(arrays, perm):
+                loss, h = engine.train_step(model.as_inputs(xb), yb, tb, opt, wb)
+                total = total + loss
+                if h is not None:
+                    hits = hits + h
+                advance()
+            arrays = None
         return total, hits, self._count
 
 
@@ -359,13 +391,23 @@ class Streamed(BatchSource):
             starts = [starts[i] for i in self.model.rng.permutation(len(starts))]
         return starts
 
-    def batches(self, order):
+    def chunks(self, order):
+        """The epoch's chunks: ``((x, y, targets, weights), perm)`` each, ``perm``
+        the chunk's own shuffled order of its rows (None without shuffling)."""
         m, n = self.model, self.n
         for (lo, hi), xc in self.loader.run([(s, min(s + self.rows, n)) for s in order]):
             arrays = (xc,) + tuple(None if a is None else a[lo:hi] for a in self.data[1:])
             perm = m.backend.asarray(m.rng.permutation(hi - lo)) if self.shuffle else None
             self._perm = perm
+            yield arrays, perm
+            # let the chunk go before the next is taken: a third chunk in memory while the
+            # one after is read costs 64 MB (tests/test_stream.py runs under a heap limit)
+            arrays = xc = None
+
+    def batches(self, order):
+        for arrays, perm in self.chunks(order):
             yield from self._split(arrays, perm)
+            arrays = None                      # see chunks()
 
     def count(self, order, k):
         w, total = self.data.weights, 0

@@ -102,3 +102,42 @@ def test_steps_that_take_more_threads_take_the_batch_loop(calls, monkeypatch):
     monkeypatch.setenv("FASTMLP_THREADS", "2")
     _fit("adam")
     assert calls == []
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_streamed_rows_take_one_call_per_chunk_bit_for_bit(uint8_on_disk, monkeypatch, calls,
+                                                          shuffle, optimizer):
+    from fastmlp import stream
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 20 * 300)       # 288 rows a chunk: 4 chunks
+    mm, _, y = uint8_on_disk(1000)
+    w = np.random.default_rng(2).uniform(0.5, 1.5, 1000)
+
+    def fit(hook):
+        m = fm.MLP([20, 16, 2], device="cpu", seed=0, input_scale=1 / 255)
+        h = m.fit(mm, y, epochs=2, batch_size=48, optimizer=OPTIMIZERS[optimizer](),
+                  sample_weight=w, shuffle=shuffle, callbacks=[_Hook()] if hook else [])
+        return m, h
+    one, h1 = fit(False)
+    assert calls == [48] * 8                           # 4 chunks x 2 epochs
+    loop, h2 = fit(True)
+    assert len(calls) == 8
+    np.testing.assert_array_equal(one.params, loop.params)
+    # the epoch's loss adds per-chunk sums: float64 addition in another order
+    assert h1.history["train_loss"] == pytest.approx(h2.history["train_loss"], rel=1e-14)
+    assert h1.history["train_accuracy"] == h2.history["train_accuracy"]
+
+
+def test_an_engine_without_chunk_epochs_streams_batch_by_batch(uint8_on_disk, monkeypatch):
+    from fastmlp import stream
+    from fastmlp.engines.cpu_step import CpuStepEngine
+    monkeypatch.setattr(stream, "CHUNK_BYTES", 20 * 300)
+    monkeypatch.setattr(CpuStepEngine, "chunk_epochs", False)
+    seen = []
+    real = CpuStepEngine.train_epoch
+    monkeypatch.setattr(CpuStepEngine, "train_epoch",
+                        lambda self, *a, **k: seen.append(1) or real(self, *a, **k))
+    mm, _, y = uint8_on_disk(1000)
+    m = fm.MLP([20, 16, 2], device="cpu", seed=0, input_scale=1 / 255)
+    h = m.fit(mm, y, epochs=1, batch_size=48)
+    assert seen == [] and np.isfinite(h.history["train_loss"][0])

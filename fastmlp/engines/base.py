@@ -65,6 +65,9 @@ class Engine(ABC):
 
     name = None
     summary = ""
+    #: whether :meth:`train_epoch` may be called once per chunk of streamed rows (new
+    #: arrays each call); an engine that builds something per data set (a graph) says no
+    chunk_epochs = False
 
     @classmethod
     def declines(cls, net, bufs, case):

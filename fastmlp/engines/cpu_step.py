@@ -25,6 +25,8 @@ class CpuStepEngine(Engine):
     SGD folded in) in one compiled call. Subclasses set ``_step`` and
     ``_epoch`` to their kernels (bound to any leading arguments)."""
 
+    chunk_epochs = True
+
     @classmethod
     def declines(cls, net, bufs, case):
         if bufs.backend.kind != "cpu":
