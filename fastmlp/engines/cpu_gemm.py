@@ -170,8 +170,10 @@ class GemmStepEngine(CpuStepEngine):
         bufs = self._gathered
         if (bufs is None or bufs[0].shape != (bs, width) or bufs[1].shape != (bs, k)
                 or bufs[3].dtype != w_dtype):
-            bufs = self._gathered = (np.empty((bs, width), dt), np.empty((bs, k), dt),
-                                     np.empty(bs, np.int64), np.empty(bs, w_dtype))
+            # zeros, not empty: a model's state holds no uninitialised bytes (an unweighted
+            # fit never writes the weights' buffer; copies and pickles compare equal)
+            bufs = self._gathered = (np.zeros((bs, width), dt), np.zeros((bs, k), dt),
+                                     np.zeros(bs, np.int64), np.zeros(bs, w_dtype))
         return bufs
 
     def _scratch_size(self, n):
