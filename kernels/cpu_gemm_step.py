@@ -256,8 +256,8 @@ def gemm_epoch(gemm, x, y, ids, sw, order, batch, params, grads, sizes, w_at, b_
         elif kind == EPOCH_ADAM:
             ft = np.float64(t)
             _adam(params, grads, m, v, cast(hyper[0]), cast(hyper[1]), cast(hyper[2]),
-                  cast(hyper[3]), cast(hyper[4]), flags[0] != 0, cast(1.0 - hyper[1] ** ft),
-                  cast(1.0 - hyper[2] ** ft))
+                  cast(1.0 - hyper[1]), cast(1.0 - hyper[2]), cast(hyper[3]), cast(hyper[4]),
+                  flags[0] != 0, cast(1.0 - hyper[1] ** ft), cast(1.0 - hyper[2] ** ft))
         elif kind == EPOCH_SCALED_SQ:
             _scaled_sq(params, grads, m, cast(hyper[0]), cast(hyper[1]), cast(hyper[2]),
                        cast(hyper[3]), cast(hyper[4]))

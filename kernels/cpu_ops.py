@@ -117,8 +117,8 @@ class CpuOps(ReferenceOps):
         if flat is None:
             return super().adam(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, t)
         cast = p.dtype.type
-        _adam(*flat, cast(lr), cast(beta1), cast(beta2), cast(eps), cast(weight_decay), decoupled,
-              cast(1 - beta1 ** t), cast(1 - beta2 ** t))
+        _adam(*flat, cast(lr), cast(beta1), cast(beta2), cast(1 - beta1), cast(1 - beta2),
+              cast(eps), cast(weight_decay), decoupled, cast(1 - beta1 ** t), cast(1 - beta2 ** t))
 
 
 def _gatherable(a, out):

@@ -242,10 +242,11 @@ def scaled_sq_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), s: wp.array
 @wp.kernel
 def adam_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), m: wp.array(dtype=Any),
                 v: wp.array(dtype=Any), hyper: wp.array(dtype=Any), beta1: Any, beta2: Any,
-                eps: Any, weight_decay: Any, decoupled: int):
+                c1: Any, c2: Any, eps: Any, weight_decay: Any, decoupled: int):
     """Adam (L2 decay) or AdamW (``decoupled`` decay); ``hyper`` holds the
     rate and the bias corrections 1 - beta ** t (on the device: a captured
-    step reads each step's)."""
+    step reads each step's); ``c1``, ``c2``: 1 - beta1, 1 - beta2, taken in
+    float64 before the cast (``updates._adam_cpu`` says why)."""
     i = wp.tid()
     lr, bc1, bc2 = hyper[0], hyper[1], hyper[2]
     one = type(lr)(1.0)
@@ -255,8 +256,8 @@ def adam_kernel(p: wp.array(dtype=Any), g: wp.array(dtype=Any), m: wp.array(dtyp
         pi = pi * (one - lr * weight_decay)
     else:
         gi = gi + weight_decay * pi
-    mi = beta1 * m[i] + (one - beta1) * gi
-    vi = beta2 * v[i] + (one - beta2) * gi * gi
+    mi = beta1 * m[i] + c1 * gi
+    vi = beta2 * v[i] + c2 * gi * gi
     m[i] = mi
     v[i] = vi
     p[i] = pi - (lr / bc1) * mi / (wp.sqrt(vi / bc2) + eps)
@@ -326,8 +327,8 @@ def update_launch(kind, p, g, state, hyper, f, *, weight_decay=0.0, momentum=0.0
         return kernel, [p, g, p if v is None else v, hyper, f(momentum), int(bool(nesterov)), wd,
                         int(v is not None)]
     if spec is updates.ADAM:
-        return kernel, [p, g, state["m"], state["v"], hyper, f(betas[0]), f(betas[1]), f(eps),
-                        wd, int(kind == "adamw")]
+        return kernel, [p, g, state["m"], state["v"], hyper, f(betas[0]), f(betas[1]),
+                        f(1.0 - betas[0]), f(1.0 - betas[1]), f(eps), wd, int(kind == "adamw")]
     beta = 1.0 - alpha if spec is updates.RMSPROP else 1.0     # AdaGrad: alpha = beta = 1
     return kernel, [p, g, state[spec.slots[0]], hyper, f(alpha), f(beta), f(eps), wd]
 
