@@ -176,6 +176,8 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()
+        if "model_" in self.__dict__:
+            self._sync()
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "model_") or not (self.warm_start or incremental)
@@ -276,8 +278,11 @@ class _BaseMLP(BaseEstimator):
         epochs = 1 if incremental else self.max_iter
         # One loop for every epoch of this call: one engine, one copy of the last finite
         # state, one report. The learning rate set between epochs is read by the next.
+        # With early stopping a diverged fit goes on, as scikit-learn's does: its validation
+        # scores are NaN from there, and the best (finite) weights are restored at the end.
+        nonfinite = "ignore" if self.early_stopping else "raise"
         with model.backend.scope(), EpochLoop(model, data, opt, batch, shuffle=bool(self.shuffle),
-                                              last_epoch=epochs) as loop:
+                                              last_epoch=epochs, on_nonfinite=nonfinite) as loop:
             for _ in range(epochs):
                 try:
                     logs = loop.run_epoch()
@@ -295,6 +300,12 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping and self._best_params is not None:
             with model.backend.scope():       # the best of every fit so far, as scikit-learn
                 model.params[...] = model.backend.asarray(self._best_params)
+        elif self.early_stopping:             # diverged before any finite score
+            with model.backend.scope():
+                finite = bool(model.backend.xp.isfinite(model.params).all())
+            if not finite:
+                raise ValueError("Solver produced non-finite parameter weights. The input data "
+                                 "may contain large values and need to be preprocessed.")
 
     def _after_epoch(self, train_loss, opt, batch, n, weight, X_val, y_val, w_val):
         """scikit-learn's bookkeeping after an epoch: loss_, the curve, the
@@ -354,21 +365,72 @@ class _BaseMLP(BaseEstimator):
         if not prepared:
             check_is_fitted(self, "model_")
             X = _validate_data(self, X, reset=False, dtype=_X_DTYPES)
+            self._sync()
         model = self.model_
         with model.backend.scope():
             return model.backend.to_numpy(model.logits(X if prepared else model.prepare(X).x))
 
+    def _host_params(self):
+        """``(weights, biases)`` as NumPy arrays that are the model's: on the CPU
+        views of its parameters; on a GPU views of one host copy, written back
+        to the device before the model is next used (:meth:`_sync`)."""
+        check_is_fitted(self, "model_")
+        model = self.model_
+        if not model.backend.is_cuda:
+            return list(model.weights), list(model.biases)
+        mirror = self.__dict__.get("_mirror")
+        if mirror is None:
+            host = model.backend.to_numpy(model.params).copy()
+            mirror = self._mirror = (host, *model.layout.views(host))
+        return list(mirror[1]), list(mirror[2])
+
+    def _sync(self):
+        """Write a host copy handed out by ``coefs_``/``intercepts_`` (on a GPU)
+        back to the model, and drop it: the next read copies afresh."""
+        mirror = self.__dict__.pop("_mirror", None)
+        if mirror is not None:
+            model = self.model_
+            with model.backend.scope():
+                model.params[...] = model.backend.asarray(mirror[0])
+
+    def _set_host(self, index, name, arrays):
+        current = self._host_params()[index]
+        arrays = list(arrays)
+        if len(arrays) != len(current) or any(np.shape(a) != c.shape
+                                               for a, c in zip(arrays, current)):
+            raise ValueError(f"{name} must be {len(current)} arrays of shapes "
+                             f"{[c.shape for c in current]}; got shapes "
+                             f"{[np.shape(a) for a in arrays]}")
+        for c, a in zip(current, arrays):
+            c[...] = a
+        self._sync()
+
     @property
     def coefs_(self):
-        """Weight matrices (fan_in, fan_out) per layer, as NumPy copies."""
-        check_is_fitted(self, "model_")
-        return [self.model_.backend.to_numpy(w).copy() for w in self.model_.weights]
+        """Weight matrices (fan_in, fan_out) per layer, as NumPy arrays that are
+        the model's own, as in scikit-learn: editing one in place changes the
+        model (on the CPU they are views of its parameters; on a GPU, host
+        copies written back before the model's next use), and assigning a
+        list of arrays of the same shapes sets them."""
+        return self._host_params()[0]
+
+    @coefs_.setter
+    def coefs_(self, arrays):
+        self._set_host(0, "coefs_", arrays)
 
     @property
     def intercepts_(self):
-        """Bias vectors per layer, as NumPy copies."""
-        check_is_fitted(self, "model_")
-        return [self.model_.backend.to_numpy(b).copy() for b in self.model_.biases]
+        """Bias vectors per layer, as :attr:`coefs_` (the model's own arrays)."""
+        return self._host_params()[1]
+
+    @intercepts_.setter
+    def intercepts_(self, arrays):
+        self._set_host(1, "intercepts_", arrays)
+
+    def __getstate__(self):
+        if "_mirror" in self.__dict__:        # a pickle holds the edits, not the host copy
+            self._sync()
+        return super().__getstate__()
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -423,22 +485,26 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"Unknown label type: {kind!r}; MLPClassifier takes class labels "
                              "or a multilabel indicator matrix")
         if first:
+            # one class fits too, as in scikit-learn: two softmax outputs, every target the
+            # first; predict gives that class, predict_proba (n, 2)
             found = unique_labels(y) if classes is None else unique_labels(classes)
-            if len(found) < 2:
-                raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
-                                 f"class ({found[0]!r})")
             self.classes_, self._multilabel = found, False
         elif getattr(self, "_multilabel", False):
             raise ValueError("y must be a multilabel indicator matrix, as on the first fit")
         self._loss, self._grad_factor, self._loss_factor = "cross_entropy", 1.0, 1.0
-        unseen = np.setdiff1d(unique_labels(y), self.classes_)
+        labels = unique_labels(y)
+        if not first and self.warm_start and set(labels) != set(self.classes_):
+            raise ValueError("warm_start can only be used where `y` has the same classes as "
+                             f"in the previous call to fit. Previously got {self.classes_}, "
+                             f"`y` has {labels}")
+        unseen = np.setdiff1d(labels, self.classes_)
         if unseen.size:
-            raise ValueError(f"y contains labels not in classes_ {self.classes_!r}: "
-                             f"{unseen!r}")
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                             f"{self.classes_}. 'y' has {labels}.")
         return np.searchsorted(self.classes_, y)
 
     def _width(self, Y):
-        return Y.shape[1] if self._multilabel else len(self.classes_)
+        return Y.shape[1] if self._multilabel else max(2, len(self.classes_))
 
     def _weights(self, y, sample_weight):
         if self.class_weight is None:
@@ -458,8 +524,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _score(self, X, y, sample_weight):
         from sklearn.metrics import accuracy_score
-        return accuracy_score(y, self._decode(self._logits(X, prepared=True)),
-                              sample_weight=sample_weight)
+        z = self._logits(X, prepared=True)
+        if not np.isfinite(z).all():              # a diverged model: as scikit-learn scores it
+            return np.nan
+        return accuracy_score(y, self._decode(z), sample_weight=sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), continuing from the current weights and
@@ -484,6 +552,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _decode(self, z):
         if self._multilabel:
             return (z > 0).astype(int)
+        if len(self.classes_) == 1:               # the second output stands for no class
+            return np.repeat(self.classes_, z.shape[0])
         return self.classes_[z.argmax(axis=1)]
 
     def predict_proba(self, X):
@@ -568,6 +638,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _score(self, X, y, sample_weight):
         from sklearn.metrics import r2_score
         z = self._logits(X, prepared=True)
+        if not np.isfinite(z).all():              # a diverged model: as scikit-learn scores it
+            return np.nan
         return r2_score(y, z[:, 0] if z.shape[1] == 1 else z, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, sample_weight=None):
