@@ -376,11 +376,12 @@ class _BaseMLP(BaseEstimator):
         to the device before the model is next used (:meth:`_sync`)."""
         check_is_fitted(self, "model_")
         model = self.model_
-        if not model.backend.is_cuda:
-            return list(model.weights), list(model.biases)
         mirror = self.__dict__.get("_mirror")
         if mirror is None:
-            host = model.backend.to_numpy(model.params).copy()
+            host = model.backend.to_numpy(model.params)
+            if host is model.params:              # the parameters are host memory already
+                return list(model.weights), list(model.biases)
+            host = host.copy()
             mirror = self._mirror = (host, *model.layout.views(host))
         return list(mirror[1]), list(mirror[2])
 
