@@ -66,7 +66,7 @@ import numpy as np
 
 from fastmlp import atomic
 from fastmlp.constraints import Interval, check
-from fastmlp.kernels.losses import SIGMOID_HEAD, SOFTMAX
+from fastmlp.kernels.losses import EXP_HEAD, SIGMOID_HEAD, SOFTMAX
 
 __all__ = ["state_dict", "to_torch", "onnx", "LAYOUTS", "ONNX_OUTPUTS", "MIN_OPSET"]
 
@@ -141,7 +141,9 @@ def to_torch(model):
     logits, as PyTorch models do; the softmax or sigmoid of fastmlp's
     classifiers belongs to the loss (``nn.CrossEntropyLoss``,
     ``nn.BCEWithLogitsLoss``), and ``torch.softmax(net(x), dim=1)`` (or
-    ``torch.sigmoid``) equals ``model.predict_proba(x)``. Dropout is left
+    ``torch.sigmoid``) equals ``model.predict_proba(x)``; a ``poisson``
+    model's logits are log rates (``nn.PoissonNLLLoss(log_input=True)``),
+    and ``torch.exp(net(x))`` equals ``model.predict(x)``. Dropout is left
     out (it does nothing at inference); insert ``nn.Dropout`` modules to
     fine-tune with it.
 
@@ -289,6 +291,9 @@ def onnx(model, path, *, output="auto", opset=17, dtype=None):
                                       axis=1, keepdims=0))
         out_type, out_shape = tp.INT64, ["batch"]
     else:                                   # logits, or predictions of bce and regression
+        if output == "predictions" and head is EXP_HEAD:         # Poisson: rates e^z
+            nodes.append(helper.make_node("Exp", [cur], ["output.rates"], name="output.exp"))
+            cur = "output.rates"
         if output == "predictions" and head is SIGMOID_HEAD:
             inits.append(numpy_helper.from_array(np.zeros((), dtype), "output.zero"))
             nodes.append(helper.make_node("Greater", [cur, "output.zero"], ["output.positive"],

@@ -52,7 +52,8 @@ class Accuracy(Metric):
         if data.targets is None:
             raise ValueError(f"accuracy needs a classification loss; this model's is "
                              f"{model.loss!r}")
-        hit = model.loss_fn.head.predict(z) == data.targets       # per output for binary
+        # per output for binary
+        hit = model.loss_fn.head.predict(z, model.backend.xp) == data.targets
         return hit.astype(model.dtype) if hit.ndim == 1 else hit.mean(axis=1, dtype=model.dtype)
 
 

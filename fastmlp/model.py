@@ -100,7 +100,9 @@ class MLP:
         sizes: layer widths, input first: ``[784, 128, 64, 10]``.
         activation: hidden activation, "relu", "sigmoid", "tanh" or "identity".
         loss: "cross_entropy" (softmax output), "binary_cross_entropy"
-            (sigmoid output, on logits), "mse" or "l1" (identity output).
+            (sigmoid output, on logits), "mse" or "l1" (identity output), or
+            "poisson" (counts or rates >= 0: the output is exp(logits), the
+            loss half the Poisson deviance).
         reduction: "mean" or "sum" of the per-sample losses.
         init: "xavier" (alias "glorot", uniform), "he" (normal), "normal"
             (std 0.01), or a float std; default "he" for relu, else "xavier".
@@ -431,6 +433,8 @@ class MLP:
                              f", got {tuple(a.shape)}")
         if self.loss_fn is losses.BINARY_CROSS_ENTROPY and not bool(((a >= 0) & (a <= 1)).all()):
             raise ValueError("binary_cross_entropy targets must lie in [0, 1]")
+        if self.loss_fn is losses.POISSON and not bool((a >= 0).all()):
+            raise ValueError("poisson targets (counts or rates) must be >= 0")
         if classes and not (bool((a >= 0).all()) and
                                                  bool((xp.abs(a.sum(axis=1) - 1) < 1e-3).all())):
             raise ValueError("cross_entropy targets must be class ids, or one-hot / probability "
@@ -543,7 +547,7 @@ class MLP:
         values (N, K) for regression, as NumPy; (N,) when there is one output."""
         with self.backend.scope():
             z = self.logits(self._as_x(x, streamed=True))
-            out = self.loss_fn.head.predict(z)
+            out = self.loss_fn.head.predict(z, self.backend.xp)
             if out.ndim == 2 and out.shape[1] == 1:
                 out = out[:, 0]
             return self.backend.to_numpy(out)

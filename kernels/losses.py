@@ -67,8 +67,9 @@ class Head:
             return right.sum()
         return (right * (weights if right.ndim == 1 else weights[:, None])).sum()
 
-    def predict(self, z):
-        """Predictions from logits: class ids, 0/1 labels or values."""
+    def predict(self, z, xp=None):
+        """Predictions from logits: class ids, 0/1 labels or values (``xp``:
+        the arrays' module, for heads that compute)."""
         return z
 
     def __repr__(self):
@@ -89,7 +90,7 @@ class SoftmaxHead(Head):
     def predictions(self, z):
         return z.argmax(axis=1)
 
-    def predict(self, z):
+    def predict(self, z, xp=None):
         return z.argmax(axis=1)
 
 
@@ -107,7 +108,7 @@ class SigmoidHead(Head):
     def predictions(self, z):
         return z > 0
 
-    def predict(self, z):
+    def predict(self, z, xp=None):
         return (z > 0).astype("int64")
 
 
@@ -115,6 +116,18 @@ class IdentityHead(Head):
     """Regression: the logits are the values."""
 
     name = "identity"
+
+
+class ExpHead(Head):
+    """Counts and rates (Poisson regression, a log link): the values are exp(logits)."""
+
+    name, sklearn, onnx = "exp", "exp", "Exp"
+
+    def apply(self, xp, z):
+        xp.exp(z, out=z)
+
+    def predict(self, z, xp=None):
+        return xp.exp(z)
 
 
 # --- the losses' maths -------------------------------------------------------------------
@@ -203,6 +216,17 @@ def _l1(xp, z, y, scale):
     return loss
 
 
+def _poisson(xp, z, y, scale):
+    # half the Poisson deviance of rate exp(z), as scikit-learn's: y log(y / e^z) - y + e^z,
+    # 0 at a perfect fit (y log y is 0 at y = 0); the gradient is e^z - y
+    rate = xp.exp(z)
+    loss = y * xp.log(xp.where(y > 0, y, 1)) - y - y * z + rate
+    if scale is not None:
+        xp.subtract(rate, y, out=z)
+        z *= scale
+    return loss
+
+
 @dataclass(frozen=True)
 class Loss:
     """One loss: its maths per implementation, its output :class:`Head`, and
@@ -264,9 +288,11 @@ BINARY_CROSS_ENTROPY = Loss("binary_cross_entropy", SIGMOID_HEAD, False, _binary
                             device="elementwise_loss")
 MSE = Loss("mse", IDENTITY_HEAD, False, _mse, device="elementwise_loss")
 L1 = Loss("l1", IDENTITY_HEAD, False, _l1, device="elementwise_loss")
+EXP_HEAD = ExpHead()
+POISSON = Loss("poisson", EXP_HEAD, False, _poisson, device="elementwise_loss")
 
 #: every loss by name
-LOSSES = {f.name: f for f in (CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, L1)}
+LOSSES = {f.name: f for f in (CROSS_ENTROPY, BINARY_CROSS_ENTROPY, MSE, L1, POISSON)}
 
 
 def get(name, reduction="mean"):

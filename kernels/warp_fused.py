@@ -117,12 +117,14 @@ def _label_hit(v: Any, t: Any):
 
 def _elementwise(kind, floor):
     """(term, gradient) of element-wise loss ``kind`` (as ``warp_ops``'
-    element-wise kernel: 0 sigmoid + BCE, 1 MSE, 2 L1) as Warp functions."""
+    element-wise kernel: 0 sigmoid + BCE, 1 MSE, 2 L1, 3 Poisson) as Warp functions."""
 
     def term(v: Any, t: Any):
         zero = type(v)(0.0)
         if wp.static(kind == 0):
             return wp.max(v, zero) - v * t + warp_ops.log1p(wp.exp(-wp.abs(v)))
+        if wp.static(kind == 3):
+            return warp_ops.poisson_term(v, t, wp.exp(v))
         d = v - t
         if wp.static(kind == 1):
             return d * d
@@ -132,6 +134,8 @@ def _elementwise(kind, floor):
         zero, one = type(v)(0.0), type(v)(1.0)
         if wp.static(kind == 0):
             return warp_ops.act(v, 0, type(v)(floor)) - t
+        if wp.static(kind == 3):
+            return wp.exp(v) - t
         d = v - t
         if wp.static(kind == 1):
             return type(v)(2.0) * d

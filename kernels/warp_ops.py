@@ -127,6 +127,16 @@ def colsum_kernel(d: wp.array2d(dtype=Any), out: wp.array(dtype=Any)):
 # --- loss heads: per-row (softmax) or per-element terms, the gradient in place ----------
 
 @wp.func
+def poisson_term(v: Any, t: Any, rate: Any):
+    """Half the Poisson deviance of rate ``rate`` = e^v at target ``t`` (as
+    ``losses._poisson``): t log t - t - t v + rate, with 0 log 0 = 0."""
+    tlogt = type(v)(0.0)
+    if t > type(v)(0.0):
+        tlogt = t * wp.log(t)
+    return tlogt - t - t * v + rate
+
+
+@wp.func
 def log1p(x: Any):
     """log(1 + x), accurate for tiny x (Goldberg's trick; Warp has no log1p)."""
     u = type(x)(1.0) + x
@@ -173,7 +183,7 @@ def elementwise_loss_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
                             grad: int, kind: int, floor: Any, terms: wp.array2d(dtype=Any)):
     """The (weighted) term of one element to ``terms``; with ``grad``,
     ``scales[0] * dLoss/dz * w[row]`` over ``z``. ``kind``: 0 sigmoid +
-    binary cross-entropy, 1 MSE, 2 L1."""
+    binary cross-entropy, 1 MSE, 2 L1, 3 Poisson (log link)."""
     i, j = wp.tid()
     scale = scales[0]
     zero, one = type(scale)(0.0), type(scale)(1.0)
@@ -189,6 +199,10 @@ def elementwise_loss_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
     elif kind == 1:
         term = d * d
         g = type(scale)(2.0) * d
+    elif kind == 3:
+        rate = wp.exp(v)
+        term = poisson_term(v, t, rate)
+        g = rate - t
     else:
         term = wp.abs(d)
         if d > zero:
@@ -200,7 +214,7 @@ def elementwise_loss_kernel(z: wp.array2d(dtype=Any), y: wp.array2d(dtype=Any),
         z[i, j] = g * scale * ws
 
 
-_ELEMENTWISE = {"binary_cross_entropy": 0, "mse": 1, "l1": 2}
+_ELEMENTWISE = {"binary_cross_entropy": 0, "mse": 1, "l1": 2, "poisson": 3}
 
 
 # --- optimizer updates over flat buffers, one element a thread ---------------------------

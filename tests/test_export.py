@@ -11,7 +11,8 @@ import fastmlp as fm
 from fastmlp import export
 
 ACTIVATIONS = ["relu", "sigmoid", "tanh", "identity"]
-LOSSES = {"cross_entropy": 3, "binary_cross_entropy": 2, "mse": 2, "l1": 1}   # loss -> K
+LOSSES = {"cross_entropy": 3, "binary_cross_entropy": 2, "mse": 2, "l1": 1,    # loss -> K
+          "poisson": 2}
 CLASSIFIERS = ("cross_entropy", "binary_cross_entropy")
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -121,6 +122,8 @@ def test_to_torch_matches_model(activation, loss, bias, dtype):
     elif loss == "binary_cross_entropy":
         np.testing.assert_allclose(1 / (1 + np.exp(-z)), model.predict_proba(x),
                                    rtol=RTOL, atol=ATOL)
+    elif loss == "poisson":                       # log rates
+        np.testing.assert_allclose(np.exp(z), model.predict(x), rtol=RTOL, atol=ATOL)
     else:
         np.testing.assert_allclose(z.reshape(model.predict(x).shape), model.predict(x),
                                    rtol=RTOL, atol=ATOL)

@@ -6,7 +6,7 @@ import pytest
 import fastmlp as fm
 
 ACTIVATIONS = ["sigmoid", "relu", "tanh", "identity"]
-LOSSES = ["cross_entropy", "binary_cross_entropy", "mse", "l1"]
+LOSSES = ["cross_entropy", "binary_cross_entropy", "mse", "l1", "poisson"]
 
 
 def _targets(loss, rng, n, k):
@@ -14,6 +14,8 @@ def _targets(loss, rng, n, k):
         return rng.integers(0, k, n)
     if loss == "binary_cross_entropy":
         return (rng.random((n, k)) > 0.5).astype(float)
+    if loss == "poisson":
+        return rng.poisson(2.0, (n, k)).astype(float)
     return rng.normal(size=(n, k))
 
 

@@ -51,6 +51,14 @@ def test_every_loss_and_activation_equal_the_layer_engine(loss, activation):
                                rtol=1e-10)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_poisson_equals_the_layer_engine(activation):
+    (ref, h_ref), (got, h_got) = _pair(loss="poisson", activation=activation)
+    assert_same(got, ref, "float64")
+    np.testing.assert_allclose(h_got.history["train_loss"], h_ref.history["train_loss"],
+                               rtol=1e-10)
+
+
 @pytest.mark.parametrize("model, fit", [
     ({"bias": False}, {}),
     ({"reduction": "sum"}, {}),

@@ -92,8 +92,9 @@ def _fit(fuse, monkeypatch, model=None, optimizer="adam", **fit):
     ({"loss": "binary_cross_entropy", "activation": "sigmoid"}, {}),
     ({"loss": "mse", "activation": "relu", "bias": False}, {}),
     ({"loss": "l1", "reduction": "sum"}, {}),
+    ({"loss": "poisson"}, {"sample_weight": np.linspace(0.1, 2, 200)}),
     ({"dtype": "float32"}, {"sample_weight": np.linspace(0.1, 2, 200)}),
-], ids=["cross-entropy", "bce", "mse-no-bias", "l1-sum", "float32-weights"])
+], ids=["cross-entropy", "bce", "mse-no-bias", "l1-sum", "poisson-weights", "float32-weights"])
 def test_the_fused_step_equals_the_layer_by_layer_launches(model, fit, monkeypatch):
     layered, h_layered = _fit(False, monkeypatch, model, **fit)
     fused, h_fused = _fit(True, monkeypatch, model, **fit)

@@ -18,13 +18,15 @@ TOL = {"float64": 1e-10, "float32": 2e-5}
 
 
 def samples(loss, n=200, seed=0):
-    """Inputs (n, 12) and targets for ``loss``: class ids, 0/1 labels or values."""
+    """Inputs (n, 12) and targets for ``loss``: class ids, 0/1 labels, counts or values."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 12))
     if loss == "cross_entropy":
         return x, rng.integers(0, 3, n)
     if loss == "binary_cross_entropy":
         return x, (rng.random((n, 3)) < 0.5).astype(np.float64)
+    if loss == "poisson":
+        return x, rng.poisson(2.0, (n, 3)).astype(np.float64)
     return x, rng.normal(size=(n, 3))
 
 
