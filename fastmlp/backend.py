@@ -118,6 +118,13 @@ class Backend:
         with self.scope():
             return xp.asarray(host)
 
+    @property
+    def sparse_products(self):
+        """Whether sparse input rows (SciPy CSR, in host memory) multiply this
+        device's arrays as they are: on the CPU. On CUDA they are densified per
+        batch (``cupyx.scipy.sparse`` is not used: not yet measured against it)."""
+        return not self.is_cuda
+
     def to_numpy(self, a):
         """A NumPy copy (or view, on the CPU) of a device array."""
         return a.get() if self.is_cuda else np.asarray(a)

@@ -42,10 +42,13 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
+import numpy as np
+
 from fastmlp import callbacks as callbacks_
 from fastmlp import metrics as metrics_
 from fastmlp import progress as progress_
 from fastmlp import schedules
+from fastmlp import sparse as sparse_
 from fastmlp import stream as stream_
 
 
@@ -92,11 +95,14 @@ class EpochLoop:
         n = data.x.shape[0]
         self.batch_size = bs = n if batch_size is None else min(batch_size, n)
         streamed = isinstance(data.x, stream_.Stream)
-        # what the engine choice reads
-        sample = _load(model, data.x, 0, min(n, 256)) if streamed else data.x
+        rows_sparse = sparse_.is_sparse(data.x)
+        # what the engine choice reads: rows like the batches to come
+        sample = _load(model, data.x, 0, min(n, 256)) if streamed else \
+            model.as_inputs(data.x[:256]) if rows_sparse else data.x
         self.engine = model.engine_for(bs, sample=sample, fresh=True)
         # a batch hook must see each batch: no epoch in one engine call then
-        kind = Streamed if streamed else InMemory if self._begins or self._ends else WholeEpoch
+        kind = Streamed if streamed else SparseRows if rows_sparse else \
+            InMemory if self._begins or self._ends else WholeEpoch
         self.source = kind(model, data, bs, shuffle)
         w = data.weights
         self._count = n if w is None else float(w.sum())   # what an epoch's mean divides by
@@ -318,7 +324,7 @@ class BatchSource(ABC):
         # inputs are gathered into a buffer of the model's dtype, cast and scaled on
         # the way: never converted whole.
         x = data.x
-        self.bufs = ([None if a is None else model.backend.xp.empty(
+        self.bufs = ([None if a is None or sparse_.is_sparse(a) else model.backend.xp.empty(
                       (bs,) + a.shape[1:], model.dtype if a is x else a.dtype) for a in data]
                      if shuffle else None)
 
@@ -372,6 +378,32 @@ class WholeEpoch(InMemory):
     def whole(self, order, engine, optimizer):
         x, y, t, w = self.data
         return engine.train_epoch(x, y, t, order, optimizer, w, self.model.input_scale)
+
+
+class SparseRows(InMemory):
+    """Sparse inputs (CSR rows in host memory, :mod:`fastmlp.sparse`): the
+    epoch's permutation drawn as for dense rows, each batch's rows taken from
+    the CSR, kept as a CSR batch on the sparse path, else densified into a
+    buffer made once and moved to the device. The targets and weights are
+    gathered as for dense rows."""
+
+    def __init__(self, model, data, bs, shuffle):
+        super().__init__(model, data, bs, shuffle)
+        dense = not model.sparse_first_layer(data.x)
+        self.host = np.zeros((bs, data.x.shape[1]), model.dtype) if dense else None
+
+    def batches(self, order):
+        be, x, n, bs = self.model.backend, self.data.x, self.n, self.bs
+        on_host = None if order is None else be.to_numpy(order)
+        rest, bufs = self.data[1:], None if self.bufs is None else self.bufs[1:]
+        for lo in range(0, n, bs):
+            hi = min(lo + bs, n)
+            rows = x[lo:hi] if on_host is None else x[on_host[lo:hi]]
+            if self.host is not None:
+                out = self.host[:hi - lo]
+                rows.toarray(out=out)
+                rows = be.asarray(out)           # on the CPU, the buffer itself
+            yield (rows,) + _rows(be, rest, order, bufs, lo, hi, 1.0)
 
 
 class Streamed(BatchSource):

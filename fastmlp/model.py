@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from fastmlp import engines, io, stream
+from fastmlp import engines, io, sparse, stream
 from fastmlp.backend import KERNEL_PATHS, get_backend
 from fastmlp.constraints import Boolean, Interval, Options, check
 from fastmlp.engines.layer import forward
@@ -314,6 +314,8 @@ class MLP:
 
     def _as_x(self, x, streamed=False):
         n_in = self.sizes[0]
+        if sparse.is_sparse(x):             # CSR rows on the host, never densified whole
+            return self._as_sparse(x)
         if streamed and stream.wants(x):    # larger than memory: read chunk by chunk later
             return self._as_stream(x)
         # Integer data (uint8 images) stays in its compact dtype: it is scaled and
@@ -359,6 +361,28 @@ class MLP:
             raise ValueError(self._nonfinite_message("x", x, self.input_scale))
         return a
 
+    def _as_sparse(self, x):
+        n_in = self.sizes[0]
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise ValueError(f"x has shape {tuple(x.shape)}, but the model's input layer takes "
+                             f"(n_samples, {n_in})")
+        if x.shape[0] == 0:
+            raise ValueError("x is empty: it has 0 samples")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x must hold numbers, got {x.dtype}")
+        with np.errstate(over="ignore"):                   # reported below, as an overflow
+            rows = sparse.as_rows(x, self.dtype, self.input_scale)
+        if not sparse.finite(rows):
+            raise ValueError(self._nonfinite_message("x", x.data, self.input_scale))
+        return rows
+
+    def sparse_first_layer(self, x):
+        """Whether the sparse rows ``x`` go through the first layer as they are
+        (SciPy's products, the ``layer`` engine) rather than densified per
+        batch: where this backend multiplies sparse rows and fewer than
+        ``fastmlp.sparse.SPARSE_BELOW`` of the inputs are non-zero."""
+        return self.backend.sparse_products and sparse.density(x) < sparse.SPARSE_BELOW
+
     def _as_stream(self, x):
         x = x if isinstance(x, stream.Stream) else stream.Stream(x)
         if x.dtype.kind not in "biuf":     # bool is 0/1 data, on disk as in memory
@@ -374,6 +398,8 @@ class MLP:
         """Prepared input rows as the first layer takes them: float rows
         pass through; integer rows (compact data) are cast to the model's
         dtype and multiplied by ``input_scale``."""
+        if sparse.is_sparse(rows):          # as they are, or densified onto the device
+            return rows if self.sparse_first_layer(rows) else self.backend.asarray(rows.toarray())
         if rows.dtype == self.dtype:
             return rows
         out = self.backend.xp.empty(rows.shape, self.dtype)
@@ -522,13 +548,17 @@ class MLP:
     def logits(self, x):
         """The output layer's pre-activations (N, K) for prepared inputs ``x``,
         on the device, computed in chunks."""
+        chunk = _PREDICT_CHUNK
+        if sparse.is_sparse(x) and not self.sparse_first_layer(x):    # densified chunk by chunk
+            chunk = max(1, min(chunk, sparse.DENSE_CHUNK_ELEMENTS // self.sizes[0]))
+
         def rows(i):
             if isinstance(x, stream.Stream):       # read, checked and moved per chunk
-                return self._as_x(x.read(i, min(i + _PREDICT_CHUNK, len(x))))
-            return x[i:i + _PREDICT_CHUNK]
+                return self._as_x(x.read(i, min(i + chunk, len(x))))
+            return x[i:i + chunk]
 
         parts = [forward(self.net, self.buffers, self.as_inputs(rows(i)))[1][-1]
-                 for i in range(0, x.shape[0], _PREDICT_CHUNK)]
+                 for i in range(0, x.shape[0], chunk)]
         return parts[0] if len(parts) == 1 else self.backend.xp.concatenate(parts)
 
     # --- inference ----------------------------------------------------------

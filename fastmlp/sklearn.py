@@ -217,6 +217,7 @@ class _BaseMLP(BaseEstimator):
         new = object.__new__(type(self))
         vars(new).update(vars(self))
         X, y = _validate_data(new, X, y, reset=first, multi_output=True, dtype=_X_DTYPES,
+                              accept_sparse=_SPARSE,
                               y_numeric=not isinstance(self, ClassifierMixin))
         Y = new._encode(y, first, classes)
         if sample_weight is not None:
@@ -444,7 +445,7 @@ class _BaseMLP(BaseEstimator):
         """Output logits (n, K) as NumPy; ``prepared``: X is fit's own device array."""
         if not prepared:
             check_is_fitted(self, "model_")
-            X = _validate_data(self, X, reset=False, dtype=_X_DTYPES)
+            X = _validate_data(self, X, reset=False, dtype=_X_DTYPES, accept_sparse=_SPARSE)
             self._sync()
         model = self.model_
         with model.backend.scope():
@@ -507,6 +508,11 @@ class _BaseMLP(BaseEstimator):
     @intercepts_.setter
     def intercepts_(self, arrays):
         self._set_host(1, "intercepts_", arrays)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     def __getstate__(self):
         if "_mirror" in self.__dict__:        # a pickle holds the edits, not the host copy
@@ -663,7 +669,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return tags
 
     def _more_tags(self):                       # scikit-learn < 1.6
-        return {"multilabel": True}
+        return {"multilabel": True, "X_types": ["2darray", "sparse"]}
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
@@ -755,7 +761,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return tags
 
     def _more_tags(self):                       # scikit-learn < 1.6
-        return {"multioutput": True}
+        return {"multioutput": True, "X_types": ["2darray", "sparse"]}
 
 
 _X_DTYPES = (np.float64, np.float32)
+#: sparse X is taken in these formats (others are converted to the first); fastmlp keeps
+#: it as CSR rows and never densifies it whole (fastmlp.sparse)
+_SPARSE = ("csr", "csc", "coo")

@@ -28,6 +28,8 @@ def wants(x):
     """Whether ``fit`` should stream ``x`` rather than load it whole."""
     if isinstance(x, Stream):
         return True
+    if type(x).__module__.startswith("scipy.sparse"):    # sparse rows: fastmlp.sparse
+        return False
     if getattr(x, "ndim", len(getattr(x, "shape", ()))) != 2:
         return False                    # the in-memory checks reshape 1-D and refuse the rest
     if isinstance(x, np.memmap):

@@ -27,6 +27,7 @@ line in :data:`ENGINES`.
 
 import logging
 
+from fastmlp import sparse
 from fastmlp.engines.base import Case, Engine, StepPath
 from fastmlp.engines.cpu_gemm import GemmStepEngine
 from fastmlp.engines.cpu_rows import RowLoopEngine
@@ -67,15 +68,19 @@ def create(net, bufs, batch_size, train=True, sample=None, name="auto"):
     for one engine; ValueError says why when it cannot run this case.
     """
     check_name(name)
+    rows_sparse = sparse.is_sparse(sample)
     # the share of non-zero inputs only says which engine is faster: a named one runs anyway
     choosing = name == "auto" and batch_size == 1 and sample is not None
-    density = _density(bufs.backend.xp, sample) if choosing else None
-    case = Case(batch_size, train, density, named=name != "auto")
+    density = (sparse.density(sample) if rows_sparse else _density(bufs.backend.xp, sample)) \
+        if choosing else None
+    case = Case(batch_size, train, density, named=name != "auto", sparse=rows_sparse)
     declined = {}
     for cls in ENGINES:
         if name != "auto" and cls.name != name:
             continue
         why = cls.declines(net, bufs, case)
+        if why is None and case.sparse and not cls.sparse_inputs:
+            why = "takes dense input rows; sparse ones go to the layer engine"
         if why is None:
             engine = cls(net, bufs, case)
             path = StepPath(cls.name, engine.summary, declined)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class Case:
     """What an engine is chosen for: batches of ``batch_size`` rows, with
     dropout (``train``) or without, on inputs of which ``density`` (a
-    fraction, when it was measured) are non-zero; ``named``: the engine was
+    fraction, when it was measured) are non-zero, given as sparse rows
+    (``sparse``) or dense ones; ``named``: the engine was
     asked for by name (``MLP(engine=...)``), not chosen by the factory. The
     optimizer is not part of it: an engine looks at each step's optimizer's
     declared form (``optimizer.form``) and decides then whether to run its
@@ -19,6 +20,7 @@ class Case:
     train: bool = True
     density: float = None
     named: bool = False
+    sparse: bool = False        # the input rows come as SciPy CSR batches
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class Engine(ABC):
 
     name = None
     summary = ""
+    #: whether the steps take sparse input rows (SciPy CSR batches) as they are
+    sparse_inputs = False
     #: whether :meth:`train_epoch` may be called once per chunk of streamed rows (new
     #: arrays each call); an engine that builds something per data set (a graph) says no
     chunk_epochs = False

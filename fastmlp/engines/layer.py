@@ -8,6 +8,7 @@ It is also the ground truth the compiled engines are tested against.
 
 from fastmlp.engines.base import Engine
 from fastmlp.kernels.activations import IDENTITY
+from fastmlp.sparse import is_sparse, t_times_into, times
 
 
 def forward(net, bufs, x, dropout_rng=None):
@@ -20,7 +21,8 @@ def forward(net, bufs, x, dropout_rng=None):
     ins, outs, keeps = [x], [], []
     last = len(bufs.weights) - 1
     for i, (w, b) in enumerate(zip(bufs.weights, bufs.biases)):
-        z = xp.matmul(ins[-1], w)
+        # sparse input rows (SciPy CSR, on the CPU): SciPy's sparse-times-dense product
+        z = times(x, w) if i == 0 and is_sparse(x) else xp.matmul(ins[-1], w)
         if i == last:
             outs.append(ops.bias_act(IDENTITY, z, b))
             break
@@ -41,6 +43,7 @@ class LayerEngine(Engine):
 
     name = "layer"
     summary = "layer by layer, xp.matmul between the op table's ops: covers every case"
+    sparse_inputs = True
 
     def grad(self, x, y, targets=None, weights=None):
         net, bufs = self.net, self.bufs
@@ -60,7 +63,10 @@ class LayerEngine(Engine):
         for i in range(last, -1, -1):
             # dot, not matmul: NumPy's matmul is ~4x slower for the (n, 1) @ (1, m)
             # outer product that a batch of one makes.
-            xp.dot(ins[i].T, dz, out=gw[i])
+            if i == 0 and is_sparse(ins[0]):
+                t_times_into(ins[0], dz, gw[0])     # X^T dZ over the non-zero inputs only
+            else:
+                xp.dot(ins[i].T, dz, out=gw[i])
             if i == last and net.bias:
                 ops.bias_grad(dz, gb[i])
             if i == 0:
