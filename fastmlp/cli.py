@@ -121,7 +121,12 @@ def _check_save(path):
 def train(args):
     """Train on MNIST as ``args`` say; print per-epoch and final figures."""
     import fastmlp as fm
+    from fastmlp import distributed
     from fastmlp.datasets import MNISTNotFoundError, load_mnist
+
+    comm = distributed.launched()             # mpiexec -n 4 fastmlp train: data-parallel
+    lead = comm is None or comm.Get_rank() == 0
+    say = print if lead else (lambda *a, **k: None)
 
     opt_kwargs = {} if args.momentum is None else {"momentum": args.momentum}
     if opt_kwargs and args.optimizer.lower() != "sgd":
@@ -141,20 +146,21 @@ def train(args):
         (x, y), (x_test, y_test) = load_mnist(args.data)
     except MNISTNotFoundError as e:
         raise e.with_hint("pass --data DIR") from e
-    print(f"{model}, {model.n_params:,} parameters, {optimizer!r}", flush=True)
+    say(f"{model}, {model.n_params:,} parameters, {optimizer!r}"
+        + ("" if comm is None else f", {comm.Get_size()} MPI ranks"), flush=True)
     start = time.perf_counter()
     # One line per epoch with every figure, the same with or without the bar
     # (which shows only on a terminal; --no-progress keeps the lines alone).
     model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, optimizer=optimizer,
               validation_split=args.validation_split,
-              progress="lines" if args.no_progress else True)
+              progress="lines" if args.no_progress else True, comm=comm)
     train_s = time.perf_counter() - start
     test = model.evaluate(x_test, y_test)
-    print(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); "
-          f"training took {train_s:.1f} s")
-    if args.save:
+    say(f"test accuracy {test['accuracy']:.4f} (loss {test['loss']:.4f}); "
+        f"training took {train_s:.1f} s")
+    if args.save and lead:                    # the ranks' models are the same: one writes
         model.save(args.save)
-        print(f"saved to {args.save}")
+        say(f"saved to {args.save}")
     return 0
 
 

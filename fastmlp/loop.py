@@ -79,7 +79,7 @@ class EpochLoop:
 
     def __init__(self, model, data, optimizer, batch_size, *, shuffle=True, validation=None,
                  callbacks=(), metrics=(), on_nonfinite="raise", first_epoch=0,
-                 last_epoch=None, history=None, progress=False):
+                 last_epoch=None, history=None, progress=False, comm=None):
         if history is None:
             from fastmlp.train import History  # train imports this module
             history = History()
@@ -103,7 +103,18 @@ class EpochLoop:
         # a batch hook must see each batch: no epoch in one engine call then
         kind = Streamed if streamed else SparseRows if rows_sparse else \
             InMemory if self._begins or self._ends else WholeEpoch
+        self.comm = comm
+        if comm is not None:                     # data-parallel: fastmlp.distributed
+            from fastmlp import distributed
+            if streamed or rows_sparse:
+                raise ValueError("fit(comm=...) takes inputs in memory (dense arrays) for now")
+            self.engine = distributed.AllReduceEngine(self.engine, comm)
+            kind = Sharded
+            if comm.Get_rank() != 0:             # one rank reports
+                self.progress = progress = False
         self.source = kind(model, data, bs, shuffle)
+        if comm is not None:
+            self.source.comm = comm
         w = data.weights
         self._count = n if w is None else float(w.sum())   # what an epoch's mean divides by
         self._logs, self._stack, self._report = {}, None, None
@@ -179,6 +190,9 @@ class EpochLoop:
         lr, start = opt.lr, time.perf_counter()
         self._report.begin(epoch)
         total, hits, count = self._train()
+        if self.comm is not None:                # every rank logs the same epoch
+            from fastmlp.distributed import sum_over_ranks
+            total, hits = sum_over_ranks(self.comm, total, hits)
         t, y = self.data.targets, self.data.y
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
                                                          model.reduction, count, y.shape[1]))
@@ -378,6 +392,29 @@ class WholeEpoch(InMemory):
     def whole(self, order, engine, optimizer):
         x, y, t, w = self.data
         return engine.train_epoch(x, y, t, order, optimizer, w, self.model.input_scale)
+
+
+class Sharded(InMemory):
+    """Data-parallel batches (:mod:`fastmlp.distributed`): the epoch's order
+    as for one process, each global batch cut into the ranks' consecutive
+    parts, and this rank's part gathered (row order without shuffling)."""
+
+    def __init__(self, model, data, bs, shuffle):
+        super().__init__(model, data, bs, shuffle)
+        self.comm = None                         # set by the loop
+
+    def batches(self, order):
+        from fastmlp.distributed import part
+        rank, size = self.comm.Get_rank(), self.comm.Get_size()
+        be, n, bs, scale = self.model.backend, self.n, self.bs, self.model.input_scale
+        for lo in range(0, n, bs):
+            a, b = part(lo, min(lo + bs, n), rank, size)
+            if order is None:
+                yield tuple(None if v is None else v[a:b] for v in self.data)
+            else:
+                idx = order[a:b]
+                yield tuple(None if v is None else be.take_rows(v, idx, buf[:b - a], scale)
+                            for v, buf in zip(self.data, self.bufs))
 
 
 class SparseRows(InMemory):

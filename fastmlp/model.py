@@ -612,7 +612,8 @@ class MLP:
             progress: bool | str = False, early_stopping: int | None = None,
             sample_weight: ArrayLike | None = None, on_nonfinite: str = "raise",
             callbacks: Sequence[Callback] | None = None, metrics: Sequence | None = None,
-            initial_epoch: int | None = None, history: History | None = None) -> History:
+            initial_epoch: int | None = None, history: History | None = None,
+            comm: Any = None) -> History:
         """Train in place on ``x`` (N, n_in) and targets ``y``; returns a
         :class:`fastmlp.History` of per-epoch figures.
 
@@ -622,8 +623,9 @@ class MLP:
         starts Adam) at learning rate ``lr`` (a number or a schedule).
         Validation data, early stopping, ``callbacks``, ``metrics``,
         progress, sample weights, divergence handling (``on_nonfinite``)
-        and resuming (``initial_epoch``, ``history``): see
-        :func:`fastmlp.train.fit`, which documents every argument.
+        and resuming (``initial_epoch``, ``history``), data-parallel
+        training over MPI (``comm``): see :func:`fastmlp.train.fit`, which
+        documents every argument.
         """
         from fastmlp.train import fit
         return fit(self, x, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -631,7 +633,7 @@ class MLP:
                    validation_split=validation_split, progress=progress,
                    early_stopping=early_stopping, sample_weight=sample_weight,
                    on_nonfinite=on_nonfinite, callbacks=callbacks, metrics=metrics,
-                   initial_epoch=initial_epoch, history=history)
+                   initial_epoch=initial_epoch, history=history, comm=comm)
 
     def summary(self) -> str:
         """A table of the layers: shapes, activations, dropout, parameter

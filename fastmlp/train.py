@@ -155,7 +155,8 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         lr=None, shuffle: bool = True, validation_data=None, validation_split: float = 0.0,
         progress: bool | str = False, early_stopping: int | None = None, sample_weight=None,
         on_nonfinite: str = "raise", callbacks=None, metrics=None,
-        initial_epoch: int | None = None, history: History | None = None) -> History:
+        initial_epoch: int | None = None, history: History | None = None,
+        comm=None) -> History:
     """Train ``model`` in place and return a :class:`History`.
 
     Args:
@@ -211,6 +212,10 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
             schedules continue from there; ``epochs`` more are run. Default:
             where ``history`` ends, else 0.
         history: a :class:`History` to extend (and return) instead of a new one.
+        comm: an mpi4py communicator: data-parallel training over its ranks,
+            each on its part of every batch, the gradients summed by one
+            all-reduce per step (see :mod:`fastmlp.distributed`). Every rank
+            calls ``fit`` alike and ends with the same model and History.
 
     Every argument is checked before the model changes (numbers as
     :mod:`fastmlp.constraints` says: NumPy scalars are numbers, bools are
@@ -235,6 +240,9 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
     if initial_epoch is None:
         initial_epoch = history.epoch[-1] if history is not None and history.epoch else 0
     initial_epoch = check("initial_epoch", initial_epoch, Interval(Integral, 0))
+    if comm is not None:
+        from fastmlp import distributed
+        distributed.check(comm)
     be = model.backend
     with be.scope():
         train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
@@ -256,7 +264,7 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
                          callbacks=cbs, metrics=scored, on_nonfinite=on_nonfinite,
                          first_epoch=initial_epoch, last_epoch=initial_epoch + epochs,
                          history=History() if history is None else history,
-                         progress=progress)
+                         progress=progress, comm=comm)
         previous, rate = model.optimizer, (opt.lr, opt.schedule)
         change()
         _warn_if_discarding(model.optimizer, opt)
