@@ -43,12 +43,16 @@ _MIN_DELTA = Interval(Real, 0)
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing. In a data-parallel fit (``comm``)
+    every rank runs the callbacks on the same logs, but one that sets
+    ``writes_files`` runs on rank 0 only (``self.loop.rank`` says which rank
+    a callback runs on)."""
 
     model = None
     optimizer = None
     history = None
     loop = None
+    writes_files = False
 
     def check(self, names):
         """Called before ``fit`` changes anything, with the names each epoch's
@@ -160,6 +164,8 @@ class ModelCheckpoint(Callback):
     logged figure, e.g. ``"ckpt-{epoch:03d}-{val_loss:.3f}.safetensors"``.
     Each write is atomic (:func:`fastmlp.io.save`)."""
 
+    writes_files = True
+
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto",
                  min_delta=0.0):
         self.path = os.fspath(path)
@@ -189,6 +195,8 @@ class _Blank(dict):
 class CSVLogger(Callback):
     """Write one CSV row per epoch (``epoch`` then every logged figure) to
     ``path``, flushed as it goes; ``append`` keeps an existing file's rows."""
+
+    writes_files = True
 
     def __init__(self, path, append=False):
         self.path = os.fspath(path)

@@ -21,10 +21,19 @@ brings the MPICH wheel); ``import fastmlp`` does not import it. Run with
 ``mpiexec -n 4 python train.py``. Under Slurm, ``srun -n 4 python
 train.py`` does the same.
 
+Faults: inputs are checked on every rank before the first step, and a
+refusal on any rank is the same ValueError on all (naming the ranks). An
+exception on one rank during training is printed with its rank and aborts
+the job (``MPI_Abort``); a rank that dies is reported by the launcher, which
+stops the others (MPICH's ``mpiexec`` names the rank and its exit code). Only
+rank 0 runs callbacks that write files (``Callback.writes_files``).
+
+Inputs on disk (what ``fit`` streams: memmaps, h5py, zarr) are read row by
+row: each rank reads only the rows of its parts.
+
 Not yet here: sharded validation (every rank scores the whole validation
-set), streamed inputs, GPU buffers (a CUDA model's gradient goes through
-host memory), and fault handling beyond MPI's own (a rank that raises is
-reported by ``mpiexec``).
+set), sparse inputs, and GPU buffers (a CUDA model's gradient goes through
+host memory, not NCCL).
 """
 
 import numpy as np
@@ -59,11 +68,57 @@ def check(comm):
     return comm
 
 
+def agree(comm, work):
+    """``work()`` on every rank; if it raised on any, the same ValueError on
+    every rank, naming the ranks and their errors (so a bad input on one rank
+    stops them all before the first step); else ``work()``'s result."""
+    try:
+        result, error = work(), None
+    except (ValueError, TypeError, OSError) as e:
+        result, error = None, e
+    errors = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    failed = [(r, e) for r, e in enumerate(errors) if e is not None]
+    if failed:
+        said = "; ".join(f"rank {r}: {e}" for r, e in failed)
+        raise ValueError(f"fit(comm=...) refused on {len(failed)} of {comm.Get_size()} "
+                         f"ranks: {said}") from error
+    return result
+
+
+def abort_on_failure(comm, run):
+    """``run()``; an exception raised on this rank alone would leave the others
+    waiting in their next all-reduce, so it is printed, naming this rank, and
+    the whole job is aborted (``MPI_Abort``). Exceptions every rank raises
+    alike (a diverged fit: its decision is taken on the summed loss) pass."""
+    from fastmlp.train import DivergedError
+    try:
+        return run()
+    except DivergedError:
+        raise
+    except BaseException as e:
+        import sys
+        import traceback
+        print(f"fastmlp: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting every "
+              f"rank:\n{''.join(traceback.format_exception(e))}", file=sys.stderr, flush=True)
+        comm.Abort(1)
+        raise
+
+
 def part(lo, hi, rank, size):
     """Rank ``rank``'s rows of the global batch ``lo:hi``: ``(start, stop)``,
     consecutive parts whose sizes differ by at most one."""
     n = hi - lo
     return lo + rank * n // size, lo + (rank + 1) * n // size
+
+
+def announce(comm):
+    """Log (``fastmlp`` logger, INFO) this rank's PID and host: a launcher that
+    reports a dead process by its PID (MPICH's) is then read as a rank."""
+    import logging
+    import os
+    import socket
+    logging.getLogger("fastmlp").info("fastmlp: rank %d of %d is PID %d on %s", comm.Get_rank(),
+                                      comm.Get_size(), os.getpid(), socket.gethostname())
 
 
 class AllReduceEngine:

@@ -85,7 +85,11 @@ class EpochLoop:
             history = History()
         self.model, self.optimizer, self.data = model, optimizer, data
         self.validation, self.metrics = validation, list(metrics)
-        self.callbacks, self.on_nonfinite = list(callbacks), on_nonfinite
+        #: this process's rank in a data-parallel fit (0 without ``comm``)
+        self.rank = 0 if comm is None else comm.Get_rank()
+        # the ranks' models and logs are the same: one writes the files
+        self.callbacks = [cb for cb in callbacks if self.rank == 0 or not cb.writes_files]
+        self.on_nonfinite = on_nonfinite
         self.epoch, self.last_epoch = first_epoch, last_epoch
         self.history, self.progress = history, progress
         #: set to True (by a callback, through ``self.loop``) to stop after this batch
@@ -106,8 +110,9 @@ class EpochLoop:
         self.comm = comm
         if comm is not None:                     # data-parallel: fastmlp.distributed
             from fastmlp import distributed
-            if streamed or rows_sparse:
-                raise ValueError("fit(comm=...) takes inputs in memory (dense arrays) for now")
+            if rows_sparse:
+                raise ValueError("fit(comm=...) takes dense inputs (in memory or on disk) for "
+                                 "now, not sparse ones")
             self.engine = distributed.AllReduceEngine(self.engine, comm)
             kind = Sharded
             if comm.Get_rank() != 0:             # one rank reports
@@ -407,14 +412,22 @@ class Sharded(InMemory):
         from fastmlp.distributed import part
         rank, size = self.comm.Get_rank(), self.comm.Get_size()
         be, n, bs, scale = self.model.backend, self.n, self.bs, self.model.input_scale
+        x = self.data.x
+        on_disk = isinstance(x, stream_.Stream)   # read this rank's rows only, checked
+        on_host = None if order is None or not on_disk else be.to_numpy(order)
         for lo in range(0, n, bs):
             a, b = part(lo, min(lo + bs, n), rank, size)
             if order is None:
-                yield tuple(None if v is None else v[a:b] for v in self.data)
+                part_ = tuple(None if v is None else v[a:b] for v in self.data)
             else:
                 idx = order[a:b]
-                yield tuple(None if v is None else be.take_rows(v, idx, buf[:b - a], scale)
-                            for v, buf in zip(self.data, self.bufs))
+                part_ = tuple(None if v is None or v is x and on_disk else
+                              be.take_rows(v, idx, buf[:b - a], scale)
+                              for v, buf in zip(self.data, self.bufs))
+            if on_disk:
+                rows = x.read(a, b) if order is None else x.rows(on_host[a:b])
+                part_ = (_checked(self.model, rows, a, b),) + part_[1:]
+            yield part_
 
 
 class SparseRows(InMemory):
@@ -508,6 +521,14 @@ def _rows(be, arrays, perm, bufs, lo, hi, scale):
     idx = perm[lo:hi]
     return tuple(None if a is None else be.take_rows(a, idx, buf[:hi - lo], scale)
                  for a, buf in zip(arrays, bufs))
+
+
+def _checked(model, rows, lo, hi):
+    """Rows read from streamed inputs, checked and on the device."""
+    try:
+        return model.prepare(rows).x
+    except ValueError as e:
+        raise BadChunk(f"rows of x read for batch rows {lo}:{hi}: {e}") from None
 
 
 class BadChunk(ValueError):

@@ -65,6 +65,15 @@ class Stream:
         lo, hi, _ = rows.indices(len(self))
         return Stream(self.source, self.lo + lo, self.lo + max(hi, lo))
 
+    def rows(self, idx):
+        """The rows ``idx`` (relative to this stream, any order) as a host NumPy
+        array: read in increasing order (as h5py requires), then put in order."""
+        idx = np.asarray(idx)
+        ascending = np.argsort(idx, kind="stable")
+        out = np.empty((idx.size, self.n_in), self.dtype)
+        out[ascending] = self.source[(idx[ascending] + self.lo).tolist()] if idx.size else 0
+        return out
+
     def read(self, lo, hi):
         """Rows lo:hi (relative to this stream) as a host NumPy array."""
         lo, hi = self.lo + lo, self.lo + hi

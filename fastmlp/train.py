@@ -243,9 +243,12 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
     if comm is not None:
         from fastmlp import distributed
         distributed.check(comm)
+        distributed.announce(comm)
     be = model.backend
     with be.scope():
-        train, val = _split(model, x, y, sample_weight, validation_data, validation_split)
+        def split():
+            return _split(model, x, y, sample_weight, validation_data, validation_split)
+        train, val = split() if comm is None else distributed.agree(comm, split)
         metrics_.check(model, wanted)
         metrics_.trial(model, _head(train), scored)     # user functions fail here, not mid-fit
         if early_stopping is not None:
@@ -270,6 +273,8 @@ def fit(model, x, y=None, epochs: int = 1, batch_size: int | None = 32, optimize
         _warn_if_discarding(model.optimizer, opt)
         try:
             with loop:
+                if comm is not None:
+                    return distributed.abort_on_failure(comm, lambda: loop.run(epochs))
                 return loop.run(epochs)
         except BadChunk:
             # a bad streamed chunk leaves the model as this fit found it (the loop put
