@@ -31,9 +31,10 @@ rank 0 runs callbacks that write files (``Callback.writes_files``).
 Inputs on disk (what ``fit`` streams: memmaps, h5py, zarr) are read row by
 row: each rank reads only the rows of its parts.
 
-Not yet here: sharded validation (every rank scores the whole validation
-set), sparse inputs, and GPU buffers (a CUDA model's gradient goes through
-host memory, not NCCL).
+Validation and the training metrics are sharded too (:func:`evaluate`), and
+sparse inputs (SciPy CSR, ``fastmlp.sparse``) are taken by rows as in one
+process. Not yet here: a CUDA model's gradient goes through host memory (not
+NCCL on device buffers).
 """
 
 import numpy as np
@@ -166,6 +167,36 @@ class AllReduceEngine:
         self.comm.Allreduce(self._in_place, host, op=self._sum)
         if host is not a:
             a[...] = be.asarray(host)
+
+
+def evaluate(model, data, metrics, comm, loss=True):
+    """Scores of a data-parallel fit: the loss and accuracy (with ``loss``) and
+    the per-sample ``metrics`` of each rank's consecutive part of ``data`` (a
+    Prepared), combined into the whole set's (means weighted by each part's
+    rows or weights' sum; a summed loss summed). A metric that is a plain
+    function (it may score the set as a whole) is scored on the whole set by
+    every rank."""
+    from fastmlp import metrics as metrics_
+    from fastmlp.prepared import Prepared
+    n = data.x.shape[0]
+    a, b = part(0, n, comm.Get_rank(), comm.Get_size())
+    mine = Prepared(*(None if v is None else v[a:b] for v in data))
+    shared = [m for m in metrics if not isinstance(m, metrics_._Function)]
+    whole = [m for m in metrics if isinstance(m, metrics_._Function)]
+    logs = {}
+    if b > a:
+        logs = model.evaluate(mine) if loss else {}
+        logs.update(metrics_.scores(model, mine, shared))
+    count = float(b - a if mine.weights is None else mine.weights.sum())
+    heads = (["loss"] + (["accuracy"] if model.loss_fn.classifier else [])) if loss else []
+    names = list(dict.fromkeys(heads + [m.name for m in shared]))
+    summed_loss = model.reduction == "sum"
+    summed = sum_over_ranks(comm, count, *[logs.get(k, 0.0) * (1.0 if k == "loss" and summed_loss
+                                                               else count) for k in names])
+    total, values = summed[0], summed[1:]
+    out = {k: v if k == "loss" and summed_loss else v / total for k, v in zip(names, values)}
+    out.update(metrics_.scores(model, data, whole))
+    return out
 
 
 def sum_over_ranks(comm, *values):

@@ -110,9 +110,6 @@ class EpochLoop:
         self.comm = comm
         if comm is not None:                     # data-parallel: fastmlp.distributed
             from fastmlp import distributed
-            if rows_sparse:
-                raise ValueError("fit(comm=...) takes dense inputs (in memory or on disk) for "
-                                 "now, not sparse ones")
             self.engine = distributed.AllReduceEngine(self.engine, comm)
             kind = Sharded
             if comm.Get_rank() != 0:             # one rank reports
@@ -201,8 +198,17 @@ class EpochLoop:
         t, y = self.data.targets, self.data.y
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
                                                          model.reduction, count, y.shape[1]))
-        logs.update(_prefixed("train_", metrics_.scores(model, self.data, self.metrics)))
-        if self.validation is not None:
+        if self.comm is not None:                # each rank scores its part
+            from fastmlp.distributed import evaluate
+            logs.update(_prefixed("train_", evaluate(model, self.data, self.metrics, self.comm,
+                                                     loss=False)))
+        else:
+            logs.update(_prefixed("train_", metrics_.scores(model, self.data, self.metrics)))
+        if self.validation is not None and self.comm is not None:   # each rank scores a part
+            from fastmlp.distributed import evaluate
+            logs.update(_prefixed("val_", evaluate(model, self.validation, self.metrics,
+                                                   self.comm)))
+        elif self.validation is not None:
             logs.update(_prefixed("val_", model.evaluate(self.validation)))
             logs.update(_prefixed("val_", metrics_.scores(model, self.validation, self.metrics)))
         logs["lr"] = lr
@@ -414,16 +420,19 @@ class Sharded(InMemory):
         be, n, bs, scale = self.model.backend, self.n, self.bs, self.model.input_scale
         x = self.data.x
         on_disk = isinstance(x, stream_.Stream)   # read this rank's rows only, checked
-        on_host = None if order is None or not on_disk else be.to_numpy(order)
+        rows_sparse = sparse_.is_sparse(x)        # CSR rows, as one process takes them
+        on_host = None if order is None or not (on_disk or rows_sparse) else be.to_numpy(order)
         for lo in range(0, n, bs):
             a, b = part(lo, min(lo + bs, n), rank, size)
             if order is None:
                 part_ = tuple(None if v is None else v[a:b] for v in self.data)
             else:
                 idx = order[a:b]
-                part_ = tuple(None if v is None or v is x and on_disk else
+                part_ = tuple(None if v is None or v is x and (on_disk or rows_sparse) else
                               be.take_rows(v, idx, buf[:b - a], scale)
                               for v, buf in zip(self.data, self.bufs))
+            if rows_sparse and order is not None:
+                part_ = (x[on_host[a:b]],) + part_[1:]
             if on_disk:
                 rows = x.read(a, b) if order is None else x.rows(on_host[a:b])
                 part_ = (_checked(self.model, rows, a, b),) + part_[1:]

@@ -60,7 +60,8 @@ CHILD = textwrap.dedent("""
         opt = case["optimizer"]
     try:
         h = m.fit(x, y, epochs=case.get("epochs", 3), batch_size=case["batch"], optimizer=opt,
-                  sample_weight=w, comm=MPI.COMM_WORLD, callbacks=cbs)
+                  sample_weight=w, comm=MPI.COMM_WORLD, callbacks=cbs,
+                  **__import__("tests.test_distributed", fromlist=["extra"]).extra(case))
     except ValueError as e:
         with open(f"{out}/error{rank}.txt", "w") as f:
             f.write(str(e))
@@ -79,6 +80,9 @@ def data(case):
     else:
         y = x[:, :case["sizes"][-1]] * 2.0
     w = rng.uniform(0.2, 2.0, case["n"]) if case.get("weighted") else None
+    if case.get("sparse"):                   # 3% non-zeros: the sparse first layer
+        import scipy.sparse
+        x = scipy.sparse.csr_matrix(np.where(rng.random(x.shape) < 0.03, x, 0.0))
     return x, y, w
 
 
@@ -99,6 +103,14 @@ def _ranks(case, tmp_path, n=2):
     return params, hists
 
 
+def extra(case):
+    """fit's validation and metrics arguments for ``case``."""
+    if not case.get("validation"):
+        return {}
+    return {"validation_split": 0.25, "metrics": ["accuracy", "top_k_accuracy",
+                                                  lambda t, p: float(np.mean(t == p))]}
+
+
 def _one(case, epochs=3, load=None, callbacks=()):
     x, y, w = data(case)
     if load is None:
@@ -107,7 +119,7 @@ def _one(case, epochs=3, load=None, callbacks=()):
     else:
         m, opt = fm.load(load), None
     h = m.fit(x, y, epochs=epochs, batch_size=case["batch"], optimizer=opt, sample_weight=w,
-              callbacks=list(callbacks))
+              callbacks=list(callbacks), **extra(case))
     return m.params, h.history
 
 
@@ -116,10 +128,14 @@ CASES = {
              "loss": "cross_entropy"},
     "sgd-weighted": {"n": 203, "sizes": [6, 16, 3], "batch": 32, "optimizer": "sgd",
                      "loss": "cross_entropy", "weighted": True},
+    "validation-metrics": {"n": 203, "sizes": [6, 16, 3], "batch": 32, "optimizer": "adam",
+                           "loss": "cross_entropy", "weighted": True, "validation": True},
     "mse-tiny-last-batch": {"n": 129, "sizes": [6, 8, 2], "batch": 32, "optimizer": "adam",
                             "loss": "mse"},                 # the last batch: one row, one rank
     "memmap": {"n": 203, "sizes": [6, 16, 3], "batch": 32, "optimizer": "adam",
                "loss": "cross_entropy", "memmap": True},
+    "sparse": {"n": 203, "sizes": [60, 16, 3], "batch": 32, "optimizer": "adam",
+               "loss": "cross_entropy", "sparse": True, "validation": True},
 }
 
 
@@ -141,7 +157,10 @@ def test_two_ranks_give_one_process_model(name, tmp_path):
     assert hists[0] == hists[1]
     ref, ref_hist = _one(case)
     np.testing.assert_allclose(params[0], ref, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(hists[0]["train_loss"], ref_hist["train_loss"], rtol=1e-10)
+    assert list(hists[0]) == [k for k in ref_hist if k != "seconds"]
+    for key in ref_hist:
+        if key != "seconds":
+            np.testing.assert_allclose(hists[0][key], ref_hist[key], rtol=1e-10, err_msg=key)
     if "train_accuracy" in ref_hist:
         assert hists[0]["train_accuracy"] == pytest.approx(ref_hist["train_accuracy"], rel=1e-12)
 
