@@ -20,6 +20,7 @@ RUNS = {
     "regression_x_squared": (["--epochs", "3"], False, "epoch   3: train loss"),
     "optimizer_comparison": (["--epochs", "1", "--train-size", "1000"], True,
                              "Adam (lr 0.001)"),
+    "mnist_98_recipe": (["--epochs", "1"], True, "test accuracy"),
 }
 
 
