@@ -1,0 +1,59 @@
+"""The documentation site builds (Sphinx, offline, warnings as errors) and has a
+page for every public name; a public name without a docstring fails it."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sphinx")
+pytest.importorskip("pydata_sphinx_theme")
+
+import fastmlp  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
+                           "html", "-d", str(out / ".doctrees"), str(DOCS), str(out / "html")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "html"
+
+
+def test_the_site_builds_with_a_page_per_public_name(site):
+    assert (site / "index.html").is_file() and (site / "api.html").is_file()
+    pages = {p.stem for p in (site / "generated").glob("*.html")}
+    for name in fastmlp.__all__:
+        if name in ("engines",):               # internals: the architecture page's subject
+            continue
+        assert f"fastmlp.{name}" in pages, name
+    for module in ("sklearn", "distributed", "sparse", "stream"):
+        assert f"fastmlp.{module}" in pages
+
+
+def test_nothing_is_fetched_when_a_page_is_viewed(site):
+    import re
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r'<(link|script|img)[^>]*(href|src)="(https?:)?//', text), page
+
+
+def test_a_public_name_without_a_docstring_is_a_warning(monkeypatch):
+    spec = importlib.util.spec_from_file_location("docs_conf", DOCS / "conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    said = []
+    monkeypatch.setattr(conf._log, "warning", said.append)
+
+    def undocumented():
+        pass
+    conf._needs_docstring(None, "function", "fastmlp.undocumented", undocumented, {}, [])
+    conf._needs_docstring(None, "function", "fastmlp.documented", undocumented, {}, ["Does."])
+    conf._needs_docstring(None, "function", "fastmlp._private", undocumented, {}, [])
+    assert said == ["public function fastmlp.undocumented has no docstring"]
