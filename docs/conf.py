@@ -22,6 +22,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",          # the docstrings' Google style (Args:, Returns:, Raises:)
     "sphinx.ext.viewcode",
+    "sphinx_gallery.gen_gallery",   # examples/ run at build time: the gallery and its figures
 ]
 autosummary_generate = True
 autodoc_default_options = {"members": True, "show-inheritance": True}
@@ -30,7 +31,54 @@ autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 exclude_patterns = ["_build"]
+# the gallery's configuration holds functions: Sphinx cannot pickle it for its cache
+suppress_warnings = ["config.cache"]
 nitpicky = False
+
+# --- the example gallery ---------------------------------------------------------------------
+
+import tempfile  # noqa: E402
+
+_ROOT = os.path.dirname(os.path.abspath(os.path.dirname(__file__)))
+_SHARED = os.path.join(os.path.dirname(_ROOT), "shared", "datasets")
+if os.path.isdir(os.path.join(_SHARED, "mnist")):       # this project's copy of MNIST
+    os.environ.setdefault("FASTMLP_DATA", _SHARED)
+os.environ.setdefault("MPLBACKEND", "Agg")
+_FIGURES = tempfile.mkdtemp(prefix="fastmlp-gallery-")  # where the scripts write their PNGs
+
+
+def _argv(gallery_conf, script_vars):
+    """Each script's command line: its defaults, its PNG into the scratch folder."""
+    return ["--out", _FIGURES]
+
+
+def _written_pngs(block, block_vars, gallery_conf):
+    """The PNGs a script wrote (fastmlp.plot saves and closes its figures), moved
+    to the gallery's image paths."""
+    import glob
+    import shutil
+
+    from sphinx_gallery.scrapers import figure_rst
+    paths = []
+    for png, target in zip(sorted(glob.glob(os.path.join(_FIGURES, "*.png"))),
+                           block_vars["image_path_iterator"]):
+        shutil.move(png, target)
+        paths.append(target)
+    return figure_rst(paths, gallery_conf["src_dir"])
+
+
+sphinx_gallery_conf = {
+    "examples_dirs": os.path.join(_ROOT, "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r".*\.py$",          # run every example
+    "reset_argv": _argv,
+    "image_scrapers": (_written_pngs,),
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "show_memory": False,
+    "write_computation_times": False,       # its page loads jQuery and DataTables from CDNs
+    "plot_gallery": "True",
+}
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"fastmlp {release}"

@@ -1,4 +1,7 @@
-"""MNIST past 98% test accuracy with 784-128-64-10 in 20 epochs, on the CPU.
+"""MNIST past 98% in 20 epochs
+===========================
+
+MNIST past 98% test accuracy with 784-128-64-10 in 20 epochs, on the CPU.
 
 The recipe, written out:
 
@@ -27,13 +30,13 @@ from fastmlp.datasets import load_mnist
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     (x, y), (x_test, y_test) = load_mnist()
@@ -51,7 +54,7 @@ def main(argv=None):
     print(f"test accuracy {test['accuracy']:.2%} after {args.epochs} epochs, "
           f"{seconds:.1f} s on {args.device}")
 
-    path = Path(args.out) / "mnist_98_recipe.png"
+    path = Path(args.out or Path(__file__).parent) / "mnist_98_recipe.png"
     record = hist.history               # the validation data is the test set: say so
     plot.history({"epoch": hist.epoch, "train_loss": record["train_loss"],
                   "test_loss": record["val_loss"], "train_accuracy": record["train_accuracy"],

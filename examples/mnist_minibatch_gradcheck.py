@@ -1,4 +1,7 @@
-"""A three-layer MNIST classifier, 784-50-100-10, trained on random
+"""MNIST on mini-batches, with a gradient check
+============================================
+
+A three-layer MNIST classifier, 784-50-100-10, trained on random
 mini-batches of 100. Checks backprop against numerical gradients first,
 prints the train and test accuracy of each epoch, saves the model and loads
 it back for inference, and plots the curves.
@@ -19,11 +22,11 @@ from fastmlp.datasets import load_mnist
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     (x, y), (x_test, y_test) = load_mnist()
@@ -55,7 +58,7 @@ def main(argv=None):
     print(f"saved and loaded back: test accuracy {loaded.evaluate(x_test, y_test)['accuracy']:.2%}"
           f", predictions {'identical' if same else 'DIFFERENT'}")
 
-    path = Path(args.out) / "mnist_minibatch_gradcheck.png"
+    path = Path(args.out or Path(__file__).parent) / "mnist_minibatch_gradcheck.png"
     record = hist.history               # the validation data is the test set: say so
     plot.history({"epoch": hist.epoch, "train_loss": record["train_loss"],
                   "test_loss": record["val_loss"], "train_accuracy": record["train_accuracy"],

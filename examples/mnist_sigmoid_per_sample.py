@@ -1,4 +1,7 @@
-"""The textbook MNIST network: 784-128-64-10, sigmoid hidden layers, softmax
+"""The textbook MNIST network, one sample per step
+===============================================
+
+The textbook MNIST network: 784-128-64-10, sigmoid hidden layers, softmax
 output, trained one sample at a time (batch size 1) with plain SGD. Prints
 the validation accuracy and the time of each epoch, and plots the curves.
 
@@ -15,11 +18,11 @@ from fastmlp.datasets import load_mnist
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     (x, y), (x_test, y_test) = load_mnist()
@@ -37,7 +40,7 @@ def main(argv=None):
               f"{hist.history['val_accuracy'][-1]:.2%}, {hist.history['seconds'][-1]:.2f} s",
               flush=True)
 
-    path = Path(args.out) / "mnist_sigmoid_per_sample.png"
+    path = Path(args.out or Path(__file__).parent) / "mnist_sigmoid_per_sample.png"
     plot.history(hist, path, title="MNIST 784-128-64-10, sigmoid, per-sample SGD "
                                   f"(lr {args.lr:g})")
     print(f"wrote {path}")

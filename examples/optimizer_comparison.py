@@ -1,4 +1,7 @@
-"""SGD, SGD with momentum, AdaGrad, RMSprop and Adam side by side: the same
+"""Five optimizers on MNIST
+========================
+
+SGD, SGD with momentum, AdaGrad, RMSprop and Adam side by side: the same
 784-128-64-10 ReLU network, from the same initial weights, trained on
 MNIST (the first 20,000 training images, mini-batches of 64) and scored on
 the 10,000 test images after each epoch. Prints each optimizer's figures
@@ -26,11 +29,11 @@ OPTIMIZERS = {
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--train-size", type=int, default=20_000)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     (x, y), (x_test, y_test) = load_mnist()
@@ -63,7 +66,7 @@ def main(argv=None):
         ax.xaxis.get_major_locator().set_params(integer=True)
     right.legend(fontsize=8)
     fig.suptitle(f"MNIST ({len(x):,} training images), 784-128-64-10 ReLU, batch 64")
-    path = Path(args.out) / "optimizer_comparison.png"
+    path = Path(args.out or Path(__file__).parent) / "optimizer_comparison.png"
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
 

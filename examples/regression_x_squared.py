@@ -1,4 +1,7 @@
-"""Regression: y = x^2 + noise fitted by a small ReLU network, 1-10-10-1,
+"""Regression: y = x² + noise
+==========================
+
+Regression: y = x^2 + noise fitted by a small ReLU network, 1-10-10-1,
 with the mean squared error and Adam. Prints the train and validation loss
 per epoch, and plots the loss curves and the fitted curve.
 
@@ -17,10 +20,10 @@ from fastmlp import plot
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -45,7 +48,7 @@ def main(argv=None):
     right.grid(True, alpha=0.3)
     right.legend()
     fig.suptitle(f"y = x² + noise, 1-10-10-1 ReLU network, Adam lr {args.lr:g}")
-    path = Path(args.out) / "regression_x_squared.png"
+    path = Path(args.out or Path(__file__).parent) / "regression_x_squared.png"
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
 

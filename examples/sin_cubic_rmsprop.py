@@ -1,4 +1,7 @@
-"""sin(x) on [-pi, pi] fitted by a cubic a + b x + c x^2 + d x^3: a linear
+"""sin(x) fitted by a cubic with RMSprop
+=====================================
+
+sin(x) on [-pi, pi] fitted by a cubic a + b x + c x^2 + d x^3: a linear
 model (one layer, no hidden units, identity output) over the features x,
 x^2, x^3, trained with RMSprop on the summed squared error. Prints the loss
 and the coefficients, and plots the fit against sin(x).
@@ -18,10 +21,10 @@ from fastmlp import plot
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--epochs", type=int, default=2000, help="full-batch steps")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--out", default=str(Path(__file__).parent), help="folder for the PNG")
+    p.add_argument("--out", default=None, help="folder for the PNG (default: this script's)")
     args = p.parse_args(argv)
 
     x = np.linspace(-np.pi, np.pi, 2000)
@@ -49,7 +52,7 @@ def main(argv=None):
     plot.history(hist, ax=right)
     right.set(yscale="log", ylabel="loss (sum of squared errors)")
     fig.suptitle(f"sin(x) by a cubic, RMSprop lr {args.lr:g}, {len(losses)} steps")
-    path = Path(args.out) / "sin_cubic_rmsprop.png"
+    path = Path(args.out or Path(__file__).parent) / "sin_cubic_rmsprop.png"
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
 

@@ -17,7 +17,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
+def site(tmp_path_factory, mnist_dir):
+    """The site, built once; its gallery runs the examples (MNIST from ../shared)."""
     out = tmp_path_factory.mktemp("site")
     done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
                            "html", "-d", str(out / ".doctrees"), str(DOCS), str(out / "html")],
@@ -35,6 +36,17 @@ def test_the_site_builds_with_a_page_per_public_name(site):
         assert f"fastmlp.{name}" in pages, name
     for module in ("sklearn", "distributed", "sparse", "stream"):
         assert f"fastmlp.{module}" in pages
+
+
+def test_the_gallery_ran_every_example_and_shows_its_figure(site):
+    import re
+    examples = sorted(p.stem for p in (DOCS.parent / "examples").glob("*.py"))
+    for name in examples:
+        page = (site / "auto_examples" / f"{name}.html").read_text(encoding="utf-8")
+        assert re.search(rf'<img[^>]*src="[^"]*sphx_glr_{name}_001\.png"', page), name
+    recipe = (site / "auto_examples" / "mnist_98_recipe.html").read_text(encoding="utf-8")
+    accuracy = float(re.search(r"test accuracy (\d+\.\d+)% after 20 epochs", recipe).group(1))
+    assert accuracy >= 98.0                  # the recipe's own run, in this build
 
 
 def test_nothing_is_fetched_when_a_page_is_viewed(site):
