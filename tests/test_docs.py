@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("sphinx")
 pytest.importorskip("pydata_sphinx_theme")
+pytest.importorskip("sphinx_gallery")
 
 import fastmlp  # noqa: E402
 
