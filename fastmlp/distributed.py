@@ -37,6 +37,8 @@ process. Not yet here: a CUDA model's gradient goes through host memory (not
 NCCL on device buffers).
 """
 
+import time
+
 import numpy as np
 
 #: set by MPI launchers for each rank: MPICH's and Intel MPI's hydra (PMI), Open MPI,
@@ -124,12 +126,15 @@ def announce(comm):
 
 class AllReduceEngine:
     """An engine's steps as data-parallel steps: the local gradient, weighted
-    by this rank's share of the global batch, summed over the ranks, then
-    the optimizer's update. Everything else is the wrapped engine's."""
+    by this rank's share of the global batch (``source.batch_total``, from a
+    :class:`fastmlp.loop.Sharded` source), summed over the ranks, then the
+    optimizer's update. Everything else is the wrapped engine's."""
 
-    def __init__(self, inner, comm):
+    def __init__(self, inner, comm, source):
         from mpi4py import MPI
-        self.inner, self.comm, self._sum = inner, comm, MPI.SUM
+        # source.batch_total: the global batch's rows or weights' sum, which every rank
+        # derives from the data it holds, so a step needs no second collective
+        self.inner, self.comm, self.source, self._sum = inner, comm, source, MPI.SUM
         self._in_place = MPI.IN_PLACE
         #: seconds spent in the gradient's all-reduce (and its host copies) this fit
         self.reduce_seconds = 0.0
@@ -141,7 +146,6 @@ class AllReduceEngine:
         return None                              # batch by batch: each step reduces
 
     def train_step(self, x, y, targets, optimizer, weights=None):
-        import time
         bufs, net = self.inner.bufs, self.inner.net
         n = x.shape[0]
         share = float(n if weights is None else weights.sum())
@@ -151,7 +155,7 @@ class AllReduceEngine:
             bufs.grads[...] = 0
             loss, hits = 0.0, (0 if targets is not None else None)
         t = time.perf_counter()
-        total = self.comm.allreduce(share)
+        total = self.source.batch_total
         if net.reduction == "mean" and share != total:   # the local mean, made the global one
             bufs.grads *= bufs.grads.dtype.type(share / total if total else 0.0)
         self.reduce(bufs.grads)
@@ -190,11 +194,11 @@ def evaluate(model, data, metrics, comm, loss=True):
     count = float(b - a if mine.weights is None else mine.weights.sum())
     heads = (["loss"] + (["accuracy"] if model.loss_fn.classifier else [])) if loss else []
     names = list(dict.fromkeys(heads + [m.name for m in shared]))
-    summed_loss = model.reduction == "sum"
-    summed = sum_over_ranks(comm, count, *[logs.get(k, 0.0) * (1.0 if k == "loss" and summed_loss
-                                                               else count) for k in names])
-    total, values = summed[0], summed[1:]
-    out = {k: v if k == "loss" and summed_loss else v / total for k, v in zip(names, values)}
+    # means are weighted by each part's count; a summed loss is just summed
+    mean = {k: not (k == "loss" and model.reduction == "sum") for k in names}
+    total, *sums = sum_over_ranks(comm, count, *[logs.get(k, 0.0) * (count if mean[k] else 1.0)
+                                                 for k in names])
+    out = {k: v / total if mean[k] else v for k, v in zip(names, sums)}
     out.update(metrics_.scores(model, data, whole))
     return out
 

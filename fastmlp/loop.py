@@ -109,14 +109,14 @@ class EpochLoop:
             InMemory if self._begins or self._ends else WholeEpoch
         self.comm = comm
         if comm is not None:                     # data-parallel: fastmlp.distributed
-            from fastmlp import distributed
-            self.engine = distributed.AllReduceEngine(self.engine, comm)
             kind = Sharded
             if comm.Get_rank() != 0:             # one rank reports
                 self.progress = progress = False
         self.source = kind(model, data, bs, shuffle)
         if comm is not None:
+            from fastmlp import distributed
             self.source.comm = comm
+            self.engine = distributed.AllReduceEngine(self.engine, comm, self.source)
         w = data.weights
         self._count = n if w is None else float(w.sum())   # what an epoch's mean divides by
         self._logs, self._stack, self._report = {}, None, None
@@ -198,19 +198,9 @@ class EpochLoop:
         t, y = self.data.targets, self.data.y
         logs = _prefixed("train_", model.loss_fn.summary(total, None if t is None else hits,
                                                          model.reduction, count, y.shape[1]))
-        if self.comm is not None:                # each rank scores its part
-            from fastmlp.distributed import evaluate
-            logs.update(_prefixed("train_", evaluate(model, self.data, self.metrics, self.comm,
-                                                     loss=False)))
-        else:
-            logs.update(_prefixed("train_", metrics_.scores(model, self.data, self.metrics)))
-        if self.validation is not None and self.comm is not None:   # each rank scores a part
-            from fastmlp.distributed import evaluate
-            logs.update(_prefixed("val_", evaluate(model, self.validation, self.metrics,
-                                                   self.comm)))
-        elif self.validation is not None:
-            logs.update(_prefixed("val_", model.evaluate(self.validation)))
-            logs.update(_prefixed("val_", metrics_.scores(model, self.validation, self.metrics)))
+        logs.update(_prefixed("train_", self._scores(self.data, loss=False)))
+        if self.validation is not None:
+            logs.update(_prefixed("val_", self._scores(self.validation, loss=True)))
         logs["lr"] = lr
         logs["seconds"] = time.perf_counter() - start
         self.epoch, self._logs = epoch, logs
@@ -235,6 +225,17 @@ class EpochLoop:
             if cb.on_epoch_end(epoch, logs):
                 self.stop_training = True
         return logs
+
+    def _scores(self, data, loss):
+        """The loss and accuracy (with ``loss``) and the metrics on ``data``; in a
+        data-parallel fit each rank scores its part (``distributed.evaluate``)."""
+        model = self.model
+        if self.comm is not None:
+            from fastmlp.distributed import evaluate
+            return evaluate(model, data, self.metrics, self.comm, loss=loss)
+        out = model.evaluate(data) if loss else {}
+        out.update(metrics_.scores(model, data, self.metrics))
+        return out
 
     def _train(self):
         """One pass over the source: the summed loss, the hit count and what
@@ -269,32 +270,36 @@ class EpochLoop:
                 return total, hits, source.count(order, i + 1)
         return total, hits, self._count
 
-
     def _train_chunks(self, order):
         """:meth:`_train` for streamed rows without batch hooks: each chunk in
         one engine call (a chunk holds whole batches), batch by batch where
         the engine declines it."""
         source, engine, opt, model = self.source, self.engine, self.optimizer, self.model
-        advance, bs = self._report.advance, self.batch_size
         total, hits = 0, 0
         for arrays, perm in source.chunks(order):
             rows = arrays[0].shape[0]
             done = engine.train_epoch(*arrays[:3], perm, opt, arrays[3], model.input_scale)
-            if done is not None:
-                arrays = None                    # see Streamed.chunks()
-                advance(math.ceil(rows / bs))
-                total = total + done[0]
-                if done[1] is not None:
-                    hits = hits + done[1]
-                continue
-            for xb, yb, tb, wb in source._split(arrays, perm):
-                loss, h = engine.train_step(model.as_inputs(xb), yb, tb, opt, wb)
-                total = total + loss
-                if h is not None:
-                    hits = hits + h
-                advance()
-            arrays = None
+            if done is None:
+                done = self._steps(source._split(arrays, perm))
+            else:
+                self._report.advance(math.ceil(rows / self.batch_size))
+            arrays = None                        # see Streamed.chunks()
+            total = total + done[0]
+            if done[1] is not None:
+                hits = hits + done[1]
         return total, hits, self._count
+
+    def _steps(self, batches):
+        """One train_step per batch, no hooks: ``(loss sum, hit count)``."""
+        engine, opt, model, advance = self.engine, self.optimizer, self.model, self._report.advance
+        total, hits = 0, 0
+        for x, y, t, w in batches:
+            loss, h = engine.train_step(model.as_inputs(x), y, t, opt, w)
+            total = total + loss
+            if h is not None:
+                hits = hits + h
+            advance()
+        return total, hits
 
 
 class BatchLogs(Mapping):
@@ -413,6 +418,8 @@ class Sharded(InMemory):
     def __init__(self, model, data, bs, shuffle):
         super().__init__(model, data, bs, shuffle)
         self.comm = None                         # set by the loop
+        #: the current global batch's rows (or weights' sum): every rank knows it
+        self.batch_total = 0.0
 
     def batches(self, order):
         from fastmlp.distributed import part
@@ -422,8 +429,12 @@ class Sharded(InMemory):
         on_disk = isinstance(x, stream_.Stream)   # read this rank's rows only, checked
         rows_sparse = sparse_.is_sparse(x)        # CSR rows, as one process takes them
         on_host = None if order is None or not (on_disk or rows_sparse) else be.to_numpy(order)
+        w = self.data.weights
         for lo in range(0, n, bs):
-            a, b = part(lo, min(lo + bs, n), rank, size)
+            hi = min(lo + bs, n)
+            a, b = part(lo, hi, rank, size)
+            self.batch_total = float(hi - lo if w is None else
+                                     (w[lo:hi] if order is None else w[order[lo:hi]]).sum())
             if order is None:
                 part_ = tuple(None if v is None else v[a:b] for v in self.data)
             else:

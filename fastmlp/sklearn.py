@@ -749,10 +749,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return z[:, 0] if z.shape[1] == 1 else z
 
     def _values(self, z):
-        if self.model_.loss == "poisson":
-            with np.errstate(over="ignore"):      # inf where the model has diverged
-                return np.exp(z)
-        return z
+        """Values from host logits, as the loss's head gives them (Poisson: e^z)."""
+        with np.errstate(over="ignore"):          # inf where the model has diverged
+            return self.model_.loss_fn.head.predict(z, np)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from fastmlp.sparse import is_sparse
+
 CHUNK_BYTES = 64 << 20
 
 
@@ -28,7 +30,7 @@ def wants(x):
     """Whether ``fit`` should stream ``x`` rather than load it whole."""
     if isinstance(x, Stream):
         return True
-    if type(x).__module__.startswith("scipy.sparse"):    # sparse rows: fastmlp.sparse
+    if is_sparse(x):                        # sparse rows: fastmlp.sparse
         return False
     if getattr(x, "ndim", len(getattr(x, "shape", ()))) != 2:
         return False                    # the in-memory checks reshape 1-D and refuse the rest
