@@ -16,6 +16,8 @@ The recipe, written out:
 Prints each epoch's figures with the test set as validation data, the
 test accuracy and the seconds the 20 epochs took, and plots the curves.
 
+.. code-block:: bash
+
     python examples/mnist_98_recipe.py                          # 20 epochs
     python examples/mnist_98_recipe.py --epochs 1 --out /tmp
 """

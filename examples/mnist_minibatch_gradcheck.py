@@ -6,6 +6,8 @@ mini-batches of 100. Checks backprop against numerical gradients first,
 prints the train and test accuracy of each epoch, saves the model and loads
 it back for inference, and plots the curves.
 
+.. code-block:: bash
+
     python examples/mnist_minibatch_gradcheck.py                # 15 epochs
     python examples/mnist_minibatch_gradcheck.py --epochs 1 --out /tmp
 """

@@ -5,6 +5,8 @@ The textbook MNIST network: 784-128-64-10, sigmoid hidden layers, softmax
 output, trained one sample at a time (batch size 1) with plain SGD. Prints
 the validation accuracy and the time of each epoch, and plots the curves.
 
+.. code-block:: bash
+
     python examples/mnist_sigmoid_per_sample.py                 # 10 epochs
     python examples/mnist_sigmoid_per_sample.py --epochs 1 --out /tmp
 """

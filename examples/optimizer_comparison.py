@@ -7,6 +7,8 @@ MNIST (the first 20,000 training images, mini-batches of 64) and scored on
 the 10,000 test images after each epoch. Prints each optimizer's figures
 per epoch and plots one line per optimizer.
 
+.. code-block:: bash
+
     python examples/optimizer_comparison.py                     # 8 epochs each
     python examples/optimizer_comparison.py --epochs 1 --train-size 2000 --out /tmp
 """

@@ -5,6 +5,8 @@ Regression: y = x^2 + noise fitted by a small ReLU network, 1-10-10-1,
 with the mean squared error and Adam. Prints the train and validation loss
 per epoch, and plots the loss curves and the fitted curve.
 
+.. code-block:: bash
+
     python examples/regression_x_squared.py                     # 150 epochs
     python examples/regression_x_squared.py --epochs 5 --out /tmp
 """

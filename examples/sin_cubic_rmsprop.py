@@ -6,6 +6,8 @@ model (one layer, no hidden units, identity output) over the features x,
 x^2, x^3, trained with RMSprop on the summed squared error. Prints the loss
 and the coefficients, and plots the fit against sin(x).
 
+.. code-block:: bash
+
     python examples/sin_cubic_rmsprop.py                        # 2,000 steps
     python examples/sin_cubic_rmsprop.py --epochs 10 --out /tmp
 """

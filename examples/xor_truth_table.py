@@ -7,6 +7,8 @@ the third is always 1) by full-batch gradient descent over 1,500 steps.
 Prints the loss as it falls and the learned outputs against the targets,
 and plots the loss curve.
 
+.. code-block:: bash
+
     python examples/xor_truth_table.py                          # 1,500 steps
     python examples/xor_truth_table.py --epochs 10 --out /tmp
 """
