@@ -1,4 +1,4 @@
-"""Shared by tests/ and benchmarks/: the ``device`` and ``mnist_dir`` fixtures,
+"""Shared by tests/ and benchmarks/: the ``device``, ``mnist_dir`` and ``site`` fixtures,
 the ``cuda`` and ``gpu`` markers, and the NumPy stand-in for CuPy.
 
 Without a usable CuPy (not installed, or no driver or GPU), the cuda tests run
@@ -113,3 +113,19 @@ def mnist_dir():
         if (where / "train-images-idx3-ubyte.gz").is_file():
             return where
     pytest.skip("MNIST files not found: set FASTMLP_DATA to a directory holding mnist/")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, mnist_dir):
+    """The documentation site, built once per session with warnings as errors; its
+    gallery runs the examples (MNIST from ../shared). Skips without the docs tools."""
+    import subprocess
+    for tool in ("sphinx", "pydata_sphinx_theme", "sphinx_gallery"):
+        pytest.importorskip(tool)
+    out = tmp_path_factory.mktemp("site")
+    docs = Path(__file__).resolve().parent / "docs"
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
+                           "html", "-d", str(out / ".doctrees"), str(docs), str(out / "html")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "html"

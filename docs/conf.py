@@ -87,6 +87,9 @@ html_theme_options = {
     "show_prev_next": True,
 }
 html_static_path = []
+# Without a default the theme's script finds an empty mode on a first visit and logs a
+# console error (tests/test_site_browser.py caught it): follow the reader's system.
+html_context = {"default_mode": "auto"}
 
 # --- checks and filters --------------------------------------------------------------------
 

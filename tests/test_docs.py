@@ -2,8 +2,6 @@
 page for every public name; a public name without a docstring fails it."""
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +13,7 @@ pytest.importorskip("sphinx_gallery")
 import fastmlp  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, mnist_dir):
-    """The site, built once; its gallery runs the examples (MNIST from ../shared)."""
-    out = tmp_path_factory.mktemp("site")
-    done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b",
-                           "html", "-d", str(out / ".doctrees"), str(DOCS), str(out / "html")],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out / "html"
+# the site itself: the session fixture ``site`` (conftest.py), shared with test_site_browser.py
 
 
 def test_the_site_builds_with_a_page_per_public_name(site):
