@@ -16,6 +16,7 @@ the stand-in.
 """
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,7 +120,6 @@ def mnist_dir():
 def site(tmp_path_factory, mnist_dir):
     """The documentation site, built once per session with warnings as errors; its
     gallery runs the examples (MNIST from ../shared). Skips without the docs tools."""
-    import subprocess
     for tool in ("sphinx", "pydata_sphinx_theme", "sphinx_gallery"):
         pytest.importorskip(tool)
     out = tmp_path_factory.mktemp("site")

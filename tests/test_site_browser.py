@@ -13,11 +13,13 @@ Run as a script to rewrite the committed screenshots from a built site::
     python tests/test_site_browser.py docs/_build/html docs/screenshots
 """
 
+import base64
 import contextlib
 import functools
 import http.server
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -82,6 +84,12 @@ class Chromium:
         self._next_id = 0
         self._events = []
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def call(self, method, session=None, **params):
         """Sends one command and returns its result; events that arrive meanwhile are kept."""
         self._next_id += 1
@@ -98,9 +106,10 @@ class Chromium:
             self._events.append(reply)
 
     def events_until(self, method, seconds):
-        """Every event until ``method`` arrives (it included), or for ``seconds``."""
+        """Every event until ``method`` arrives (it included), or for ``seconds``
+        (``method=None``: all of them)."""
         deadline = time.monotonic() + seconds
-        while not any(e.get("method") == method for e in self._events):
+        while method is None or not any(e.get("method") == method for e in self._events):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -112,7 +121,6 @@ class Chromium:
         return events
 
     def _receive(self, seconds):
-        import select
         deadline = time.monotonic() + seconds
         while b"\0" not in self._buffer:
             left = deadline - time.monotonic()
@@ -138,14 +146,13 @@ class Chromium:
         self._events.clear()
         self.call("Page.navigate", session, url=url)
         events = self.events_until("Page.loadEventFired", self.timeout)
-        events += self.events_until("no such event: let late scripts run", settle)
+        events += self.events_until(None, settle)           # late scripts and requests
         title = self.call("Runtime.evaluate", session, expression="document.title",
                           returnByValue=True)["result"]["value"]
         shot = self.call("Page.captureScreenshot", session, format="png")["data"]
         self.call("Target.closeTarget", targetId=target)
         errors = [e for e in (page_error(event) for event in events
                               if event.get("sessionId") == session) if e]
-        import base64
         return title, base64.b64decode(shot), errors
 
     def close(self):
@@ -286,20 +293,18 @@ def png_size_and_colours(data):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = Chromium(chromium_path())
-    yield chromium
-    chromium.close()
+    with Chromium(chromium_path()) as chromium:
+        yield chromium
 
 
 @pytest.mark.parametrize("page, title, shot", PAGES, ids=[p[2][:-4] for p in PAGES])
-def test_a_page_renders_in_headless_chromium(site, browser, page, title, shot, tmp_path):
+def test_a_page_renders_in_headless_chromium(site, browser, page, title, shot):
     with served(site) as base:
         got_title, png, errors = browser.visit(base + page)
     assert errors == [], errors
     assert title in got_title, got_title
     size, colours = png_size_and_colours(png)
     assert size == WINDOW and colours > 50, (size, colours)
-    (tmp_path / shot).write_bytes(png)
 
 
 def test_every_internal_link_of_the_site_resolves(site):
@@ -335,13 +340,9 @@ def test_the_link_check_catches_missing_pages_and_anchors(tiny_site):
 
 
 def test_the_page_check_catches_console_errors_exceptions_and_failed_requests(tiny_site):
-    chromium = Chromium(chromium_path())
-    try:
-        with served(tiny_site) as base:
-            title, _, quiet = chromium.visit(base + "index.html", settle=0.2)
-            _, _, errors = chromium.visit(base + "noisy.html", settle=0.2)
-    finally:
-        chromium.close()
+    with Chromium(chromium_path()) as chromium, served(tiny_site) as base:
+        title, _, quiet = chromium.visit(base + "index.html", settle=0.2)
+        _, _, errors = chromium.visit(base + "noisy.html", settle=0.2)
     assert title == "tiny" and quiet == []
     text = "\n".join(errors)
     assert "console.error: boom" in text and "no_such_function" in text
@@ -351,15 +352,11 @@ def test_the_page_check_catches_console_errors_exceptions_and_failed_requests(ti
 def write_screenshots(site, out):
     """The committed screenshots, from an already built site."""
     out.mkdir(parents=True, exist_ok=True)
-    chromium = Chromium(chromium_path())
-    try:
-        with served(site) as base:
-            for page, _, shot in PAGES:
-                title, png, errors = chromium.visit(base + page)
-                (out / shot).write_bytes(png)
-                print(f"{shot}: {title!r}, {len(png):,} bytes, errors: {errors or 'none'}")
-    finally:
-        chromium.close()
+    with Chromium(chromium_path()) as chromium, served(site) as base:
+        for page, _, shot in PAGES:
+            title, png, errors = chromium.visit(base + page)
+            (out / shot).write_bytes(png)
+            print(f"{shot}: {title!r}, {len(png):,} bytes, errors: {errors or 'none'}")
 
 
 if __name__ == "__main__":
